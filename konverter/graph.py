@@ -1,0 +1,369 @@
+"""Turn a ModelFile into a Program: model inputs, an ordered list of NumPy calls, model outputs.
+
+Sequential and Functional models (nested ones too) are flattened into one straight-line
+program. Each Keras layer call is handed to the converter registered for its class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BadModelFile, KonverterError, UnsupportedModel
+from .h5reader import ModelFile
+from .h5reader import config as cfgmod
+from .layers import CONVERTERS, Layer, Tensor
+
+REFUSED = {
+    "Lambda": "runs Python code stored in the file, which Konverter never executes",
+    "TFOpLambda": "TensorFlow operation layers are not supported",
+    "SlicingOpLambda": "TensorFlow slicing layers are not supported",
+}
+
+
+@dataclass
+class ModelInput:
+    name: str
+    tensor: Tensor
+
+
+@dataclass
+class Program:
+    """What the code generator turns into a Python file."""
+
+    name: str
+    inputs: list
+    outputs: list  # of Tensor
+    output_names: list  # of str
+    outputs_as_dict: bool
+    ops: list = field(default_factory=list)
+    layer_count: int = 0
+
+
+def dtype_name(value: Any) -> str:
+    """A dtype from a config: "float32", or Keras 3's DTypePolicy dict, or a mixed policy."""
+    if isinstance(value, dict):
+        value = (value.get("config") or {}).get("name", "float32")
+    if not isinstance(value, str):
+        return "float32"
+    if value.startswith("mixed_"):
+        return "float32"
+    return value
+
+
+def _shape_from(cfg: dict) -> tuple | None:
+    for key in ("batch_shape", "batch_input_shape"):
+        shape = cfg.get(key)
+        if shape is not None:
+            break
+    else:
+        shape = cfg.get("input_shape")
+        if shape is None:
+            return None
+        shape = [None] + list(shape) if isinstance(shape, list) else None
+    if not isinstance(shape, list) or not shape:
+        raise BadModelFile(f"invalid input shape {str(shape)[:80]}")
+    for d in shape:
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d <= 0 or d > 2**31):
+            raise BadModelFile(f"invalid input shape {str(shape)[:80]}")
+    return tuple(shape[1:])
+
+
+def unsupported_layers(entry: dict, found: list) -> None:
+    """Collect every layer Konverter cannot convert, at any depth, as "'name' (Class: why)"."""
+    for layer in cfgmod.sublayers(entry):
+        cls = cfgmod.class_of(layer)
+        if cfgmod.is_model(layer):
+            unsupported_layers(layer, found)
+            continue
+        if cls in CONVERTERS or cls == "InputLayer":
+            continue
+        name = cfgmod.name_of(layer)
+        registered = layer.get("registered_name")
+        if cls in REFUSED:
+            why = REFUSED[cls]
+        elif isinstance(registered, str) and ">" in registered:
+            why = "custom object; its code is not in the file"
+        else:
+            why = "not supported"
+        found.append(f"{_show(name)} ({_show(cls, quote=False)}: {why})")
+
+
+def _show(text: str, quote: bool = True) -> str:
+    text = ascii(text)[1:-1]
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"'{text}'" if quote else text
+
+
+class Builder:
+    def __init__(self, model: ModelFile, options: dict | None = None) -> None:
+        self.model = model
+        self.options = options or {}
+        self.ops: list = []
+        self.problems: list[str] = []
+        self.layer_count = 0
+
+    # ------------------------------------------------------------------ entry point
+    def build(self) -> Program:
+        config = self.model.config
+        found: list[str] = []
+        unsupported_layers(config, found)
+        if found:
+            raise UnsupportedModel("unsupported layers: " + ", ".join(found))
+        cls = cfgmod.class_of(config)
+        name = str(cfgmod.config_of(config).get("name", "model"))
+        if cls == "Sequential":
+            inputs, outputs, names, as_dict = self._top_sequential(config)
+        else:
+            inputs, outputs, names, as_dict = self._top_functional(config)
+        if self.problems:
+            raise UnsupportedModel("; ".join(self.problems))
+        return Program(name, inputs, outputs, names, as_dict, self.ops, self.layer_count)
+
+    # ------------------------------------------------------------------ Sequential
+    def _sequential_input(self, entry: dict) -> tuple[str, tuple, str]:
+        cfg = cfgmod.config_of(entry)
+        layers = cfgmod.sublayers(entry)
+        first = layers[0] if layers else None
+        if first is not None:
+            first_cfg = cfgmod.config_of(first)
+            shape = _shape_from(first_cfg) if cfgmod.class_of(first) == "InputLayer" or (
+                "batch_input_shape" in first_cfg or "batch_shape" in first_cfg
+            ) else None
+            if shape is None and cfgmod.is_model(first):
+                return self._sequential_input(first)
+            if shape is not None:
+                name = cfgmod.name_of(first) if cfgmod.class_of(first) == "InputLayer" else "input"
+                return name, shape, dtype_name(first_cfg.get("dtype"))
+        build = cfg.get("build_input_shape")
+        if isinstance(build, list) and build:
+            return "input", _shape_from({"batch_shape": build}), "float32"
+        raise BadModelFile("the model's input shape is not stored (was the model ever built?)")
+
+    def _top_sequential(self, config: dict):
+        name, shape, dtype = self._sequential_input(config)
+        x = Tensor(shape, dtype)
+        y = self._sequential(config, x, ())
+        outs = y if isinstance(y, list) else [y]
+        return [ModelInput(name, x)], outs, [f"output_{i}" for i in range(len(outs))], False
+
+    def _sequential(self, entry: dict, x: Any, prefix: tuple) -> Any:
+        for layer in cfgmod.sublayers(entry):
+            if cfgmod.class_of(layer) == "InputLayer":
+                continue
+            x = self._call(layer, prefix, [x], {})
+        return x
+
+    # ------------------------------------------------------------------ Functional
+    def _top_functional(self, config: dict):
+        cfg = cfgmod.config_of(config)
+        layers = {cfgmod.name_of(e): e for e in cfgmod.sublayers(config)}
+        inputs = []
+        bound = {}
+        for ref in _leaves(cfg.get("input_layers")):
+            lname = ref[0]
+            entry = layers.get(lname)
+            if entry is None or cfgmod.class_of(entry) != "InputLayer":
+                raise BadModelFile(f"input_layers names {_show(lname)}, which is not an InputLayer of the model")
+            icfg = cfgmod.config_of(entry)
+            shape = _shape_from(icfg)
+            if shape is None:
+                raise BadModelFile(f"input {_show(lname)} has no shape")
+            t = Tensor(shape, dtype_name(icfg.get("dtype")))
+            inputs.append(ModelInput(lname, t))
+            bound[lname] = t
+        if not inputs:
+            raise BadModelFile("the model config lists no inputs")
+        outs, names, as_dict = self._functional(config, bound, ())
+        return inputs, outs, names, as_dict
+
+    def _functional(self, entry: dict, bound: dict, prefix: tuple):
+        """Convert every call of every layer of a Functional model whose inputs are `bound`."""
+        cfg = cfgmod.config_of(entry)
+        entries = cfgmod.sublayers(entry)
+        layers = {cfgmod.name_of(e): e for e in entries}
+        tensors: dict[tuple, Any] = {}
+        for lname, t in bound.items():
+            tensors[(lname, 0, 0)] = t
+        keras2 = self.model.keras_major < 3
+        pending = []
+        for e in entries:
+            if cfgmod.class_of(e) == "InputLayer":
+                if cfgmod.name_of(e) not in bound:
+                    raise BadModelFile(f"InputLayer {_show(cfgmod.name_of(e))} is not a model input")
+                continue
+            calls = e.get("inbound_nodes")
+            if not isinstance(calls, list):
+                raise BadModelFile(f"layer {_show(cfgmod.name_of(e))} has no inbound_nodes list")
+            for k, call in enumerate(calls):
+                pending.append((e, k, call))
+
+        def offset(lname: str, node: int, in_io_list: bool) -> int:
+            target = layers.get(lname)
+            if target is None:
+                raise BadModelFile(f"a layer refers to {_show(lname)}, which is not in the model")
+            if cfgmod.is_model(target) and (keras2 or (in_io_list and cfgmod.class_of(target) != "Sequential")):
+                if keras2 and cfgmod.class_of(target) == "Sequential":
+                    subs = cfgmod.sublayers(target)
+                    old = self.model.keras_version.startswith("2.") and self.model.keras_version[:3] in ("2.0", "2.1", "2.2")
+                    if not old and not (subs and cfgmod.class_of(subs[0]) == "InputLayer"):
+                        return node
+                return node - 1
+            return node
+
+        def resolve(value: Any, in_io_list: bool = False) -> Any:
+            ref = _as_ref(value)
+            if ref is not None:
+                lname, node, index = ref
+                key = (lname, offset(lname, node, in_io_list), index)
+                if key not in tensors:
+                    raise _Missing(key)
+                return tensors[key]
+            if isinstance(value, list):
+                return [resolve(v) for v in value]
+            if isinstance(value, dict):
+                return {k: resolve(v) for k, v in value.items()}
+            return value
+
+        while pending:
+            progressed = False
+            rest = []
+            for e, k, call in pending:
+                try:
+                    args, kwargs = _parse_call(call, resolve)
+                except _Missing:
+                    rest.append((e, k, call))
+                    continue
+                progressed = True
+                lname = cfgmod.name_of(e)
+                out = self._call(e, prefix, args, kwargs)
+                for i, t in enumerate(out if isinstance(out, list) else [out]):
+                    tensors[(lname, k, i)] = t
+            if not progressed:
+                names = sorted({_show(cfgmod.name_of(e)) for e, _, _ in rest})
+                raise BadModelFile("the layer graph has a cycle or an unreachable input: " + ", ".join(names[:10]))
+            pending = rest
+
+        out_spec = cfg.get("output_layers")
+        refs = _leaves(out_spec)
+        if not refs:
+            raise BadModelFile("the model config lists no outputs")
+        try:
+            outs = [resolve(list(r), in_io_list=True) for r in refs]
+        except _Missing as missing:
+            raise BadModelFile(f"output {_show(missing.args[0][0])} is never computed") from None
+        if isinstance(out_spec, dict):
+            return outs, list(out_spec.keys()), True
+        return outs, [r[0] for r in refs], False
+
+    # ------------------------------------------------------------------ one call
+    def _call(self, entry: dict, prefix: tuple, args: list, kwargs: dict) -> Any:
+        cls = cfgmod.class_of(entry)
+        name = cfgmod.name_of(entry)
+        path = prefix + (name,)
+        if cfgmod.is_model(entry):
+            inputs = [t for t in _flat(args) if isinstance(t, Tensor)]
+            if cls == "Sequential":
+                if len(inputs) != 1:
+                    raise BadModelFile(f"nested Sequential {_show(name)} called on {len(inputs)} tensors")
+                return self._sequential(entry, inputs[0], path)
+            sub_inputs = [r[0] for r in _leaves(cfgmod.config_of(entry).get("input_layers"))]
+            if len(sub_inputs) != len(inputs):
+                raise BadModelFile(f"nested model {_show(name)} takes {len(sub_inputs)} inputs, got {len(inputs)}")
+            outs, _, _ = self._functional(entry, dict(zip(sub_inputs, inputs)), path)
+            return outs if len(outs) > 1 else outs[0]
+        if any(isinstance(t, Tensor) and t.shape is None for t in _flat(args)):
+            return Tensor(None)  # an earlier layer already failed; its problem is reported
+        self.layer_count += 1
+        layer = Layer(
+            name=name,
+            class_name=cls,
+            config=cfgmod.config_of(entry),
+            weights=self.model.layer_weights(path),
+            keras_major=self.model.keras_major,
+            args=args,
+            kwargs=kwargs,
+            options=self.options,
+        )
+        start = len(self.ops)
+        layer.ops = self.ops
+        try:
+            out = CONVERTERS[cls](layer)
+        except UnsupportedModel as err:
+            del self.ops[start:]
+            self.problems.append(str(err))
+            return Tensor(None)
+        except KonverterError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, MemoryError) as err:
+            raise BadModelFile(f"{layer.describe()} has an invalid config ({type(err).__name__}: {str(err)[:100]})") from None
+        label = f"{_show(name)} ({_show(cls, quote=False)})"
+        for op in self.ops[start:]:
+            op.layer = label
+        return out
+
+
+class _Missing(Exception):
+    pass
+
+
+def _as_ref(value: Any) -> tuple | None:
+    """A tensor reference in either node format, as (layer, node, tensor), else None."""
+    if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
+        history = (value.get("config") or {}).get("keras_history")
+        if not (isinstance(history, list) and len(history) == 3):
+            raise BadModelFile("a __keras_tensor__ has no valid keras_history")
+        value = history
+    elif not (isinstance(value, list) and len(value) in (3, 4) and isinstance(value[0], str)):
+        return None
+    name, node, index = value[0], value[1], value[2]
+    if not isinstance(name, str) or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in (node, index)):
+        raise BadModelFile(f"invalid tensor reference {str(value)[:80]}")
+    return name, node, index
+
+
+def _parse_call(call: Any, resolve) -> tuple[list, dict]:
+    """Positional and keyword arguments of one layer call, with tensors resolved."""
+    if isinstance(call, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
+        args, kwargs = call.get("args", []), call.get("kwargs", {})
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise BadModelFile("an inbound node has invalid args/kwargs")
+        return resolve(args), resolve(kwargs)
+    if not isinstance(call, list) or not call:
+        raise BadModelFile("an inbound node is not a list of tensor references")
+    if isinstance(call[0], str):  # TFOpLambda style: one reference, not wrapped
+        call = [call]
+    tensors, kwargs = [], {}
+    for ref in call:
+        if _as_ref(ref) is None:
+            raise BadModelFile(f"invalid inbound node entry {str(ref)[:80]}")
+        tensors.append(resolve(list(ref[:3])))
+        if len(ref) == 4 and isinstance(ref[3], dict) and not kwargs:
+            kwargs = resolve(ref[3])
+    return ([tensors[0]] if len(tensors) == 1 else [tensors]), kwargs
+
+
+def _leaves(spec: Any) -> list:
+    """Triples [name, node, tensor] from input_layers/output_layers in any shape Keras writes."""
+    if spec is None:
+        return []
+    if isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str):
+        return [spec]
+    if isinstance(spec, dict):
+        return [leaf for v in spec.values() for leaf in _leaves(v)]
+    if isinstance(spec, list):
+        return [leaf for v in spec for leaf in _leaves(v)]
+    raise BadModelFile(f"invalid input/output layer list {str(spec)[:80]}")
+
+
+def _flat(value: Any) -> list:
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _flat(v)]
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _flat(v)]
+    return [value]
+
+
+def build_program(model: ModelFile, options: dict | None = None) -> Program:
+    """Convert every layer of a model into NumPy calls, or raise one KonverterError naming all problems."""
+    return Builder(model, options).build()

@@ -1,0 +1,70 @@
+"""Helpers over the model config JSON shared by the readers and the graph builder."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import BadModelFile
+
+MODEL_CLASSES = {"Sequential", "Functional", "Model"}
+
+
+def config_of(entry: dict) -> dict:
+    cfg = entry.get("config")
+    if isinstance(entry.get("class_name"), str) and entry["class_name"] == "Sequential" and isinstance(cfg, list):
+        return {"layers": cfg}  # Keras <= 2.2.2 stored a Sequential config as a bare list of layers
+    if not isinstance(cfg, dict):
+        raise BadModelFile(f"layer entry {class_of(entry)!r} has no config object")
+    return cfg
+
+
+def class_of(entry: object) -> str:
+    if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
+        raise BadModelFile("a layer entry in the model config has no class_name")
+    return entry["class_name"]
+
+
+def name_of(entry: dict) -> str:
+    name = entry.get("name")
+    if name is None:
+        name = config_of(entry).get("name")
+    if not isinstance(name, str):
+        raise BadModelFile(f"a {class_of(entry)} layer in the model config has no name")
+    return name
+
+
+def is_model(entry: dict) -> bool:
+    return class_of(entry) in MODEL_CLASSES
+
+
+def sublayers(entry: dict) -> list[dict]:
+    """The layer entries of a Sequential/Functional config, in stored order."""
+    layers = config_of(entry).get("layers")
+    if not isinstance(layers, list):
+        raise BadModelFile(f"model {class_of(entry)!r} has no list of layers")
+    for layer in layers:
+        class_of(layer)
+    return layers
+
+
+def is_op_node(entry: dict) -> bool:
+    """Keras 3 stores `keras.ops.*` calls on symbolic tensors as entries that are not layers."""
+    module = entry.get("module")
+    return isinstance(module, str) and module.startswith("keras.src.ops")
+
+
+def snake_case(name: str) -> str:
+    """Keras's naming.to_snake_case, which names weight groups inside `.keras` archives."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    name = re.sub(r"([a-z])([A-Z])", r"\1_\2", name)
+    return name.lower()
+
+
+def leaf_paths(entry: dict, prefix: tuple = ()) -> list[tuple]:
+    """Name paths of every non-model layer inside a model entry, in stored order."""
+    paths = []
+    for layer in sublayers(entry):
+        path = prefix + (name_of(layer),)
+        paths.extend(leaf_paths(layer, path) if is_model(layer) else [path])
+    return paths

@@ -1,0 +1,121 @@
+"""`.keras` archives (Keras 3, and tf.keras 2.12+): config.json, metadata.json, model.weights.h5."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+from ..errors import BadModelFile
+from . import config as cfgmod
+from .hdf5 import h5py, open_file, read_array
+from .model import ModelFile
+from .text import as_str, parse_json
+
+MAX_MEMBER_BYTES = 4 << 30
+# Child objects of wrapper layers are stored under attribute names; Keras's weight order
+# lists them in this order (alphabetical order would put backward before forward).
+CHILD_ORDER = [
+    "cell", "cells", "forward_layer", "backward_layer", "layer",
+    "query_dense", "key_dense", "value_dense", "output_dense",
+    "_query_dense", "_key_dense", "_value_dense", "_output_dense",
+]
+
+
+def read_keras_zip(path: str) -> ModelFile:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise BadModelFile(f"not a readable .keras archive ({err})") from None
+    with archive:
+        members = {info.filename: info for info in archive.infolist()}
+        if "config.json" not in members:
+            raise BadModelFile("this zip file is not a Keras model (no config.json)")
+        if "model.weights.h5" not in members:
+            if "model.weights.npz" in members:
+                raise BadModelFile("weights stored as model.weights.npz (pickle) are refused; save with the default .h5 weights")
+            if "variables.h5" not in members:
+                raise BadModelFile("this .keras archive has no model.weights.h5")
+        config = parse_json(_member(archive, members["config.json"]), "config.json")
+        version = "3"
+        if "metadata.json" in members:
+            meta = parse_json(_member(archive, members["metadata.json"]), "metadata.json")
+            version = str(meta.get("keras_version", version))
+        weights_info = members.get("model.weights.h5") or members["variables.h5"]
+        blob = _member(archive, weights_info)
+    model = ModelFile(path, "keras", version, "", config)
+    if not cfgmod.is_model(config):
+        raise BadModelFile(f"the top-level object is a {cfgmod.class_of(config)!r}, not a model")
+    with open_file(io.BytesIO(blob), "model.weights.h5") as f:
+        root = f
+        _read_container(model, root, config, ())
+    return model
+
+
+def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise BadModelFile(f"archive member {info.filename!r} declares {info.file_size} bytes, over the limit")
+    try:
+        with archive.open(info) as handle:
+            data = handle.read(MAX_MEMBER_BYTES + 1)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise BadModelFile(f"archive member {info.filename!r} is damaged ({err})") from None
+    if len(data) > MAX_MEMBER_BYTES:
+        raise BadModelFile(f"archive member {info.filename!r} is larger than declared")
+    return data
+
+
+def _read_container(model: ModelFile, group, entry: dict, prefix: tuple) -> None:
+    """Walk a Sequential/Functional config in order, mirroring Keras's class-based group names."""
+    layers_group = None
+    for key in ("layers", "_layer_checkpoint_dependencies"):  # the second: tf.keras 2.12-2.14
+        if isinstance(group, h5py.Group) and key in group:
+            layers_group = group[key]
+            break
+    sequential = cfgmod.class_of(entry) == "Sequential"
+    counts: dict[str, int] = {}
+    for layer in cfgmod.sublayers(entry):
+        cls = cfgmod.class_of(layer)
+        if cfgmod.is_op_node(layer) or (sequential and cls == "InputLayer"):
+            continue
+        base = cfgmod.snake_case("Functional" if cls == "Model" else cls)
+        n = counts.get(base, 0)
+        counts[base] = n + 1
+        key = base if n == 0 else f"{base}_{n}"
+        path = prefix + (cfgmod.name_of(layer),)
+        child = layers_group.get(key) if layers_group is not None else None
+        if cfgmod.is_model(layer):
+            if child is not None:
+                _read_container(model, child, layer, path)
+            continue
+        if child is None:
+            continue
+        names: list[str] = []
+        arrays = _collect(child, key, names)
+        if arrays:
+            model.weights[path] = arrays
+            model.weight_names[path] = names
+
+
+def _collect(group, where: str, names: list) -> list:
+    """A layer's variables: its own `vars/0..n` (numeric order), then child objects in Keras order."""
+    arrays = []
+    if not isinstance(group, h5py.Group):
+        raise BadModelFile(f"weights entry {where!r} is not a group")
+    if "vars" in group:
+        vars_group = group["vars"]
+        keys = sorted(vars_group.keys(), key=lambda k: int(k) if k.isdigit() else -1)
+        for k in keys:
+            if not k.isdigit():
+                raise BadModelFile(f"unexpected weights entry {where}/vars/{k}")
+            arrays.append(read_array(vars_group, k))
+            names.append(f"{where}/vars/{k}")
+    children = [k for k in group.keys() if k != "vars"]
+    children.sort(key=lambda k: (CHILD_ORDER.index(k) if k in CHILD_ORDER else len(CHILD_ORDER), k))
+    for k in children:
+        arrays.extend(_collect(group[k], f"{where}/{k}", names))
+    return arrays
+
+
+def name_attr(group) -> str | None:
+    """The `name` attribute Keras >= 3.6 writes on each vars group (for cross-checks)."""
+    return as_str(group.attrs["name"]) if "name" in group.attrs else None

@@ -1,0 +1,62 @@
+"""Legacy HDF5 full-model files: Keras 2.0-2.2, tf.keras / tf-keras 2.x and Keras 3's `.h5` writer."""
+
+from __future__ import annotations
+
+from ..errors import BadModelFile
+from . import config as cfgmod
+from .hdf5 import read_array, walk
+from .model import ModelFile
+from .text import as_str, parse_json, read_names
+
+
+def read_legacy(f, path: str) -> ModelFile:
+    attrs = f.attrs
+    if "model_config" not in attrs:
+        if read_names(attrs, "layer_names") is not None or "layers" in f or "vars" in f:
+            raise BadModelFile(
+                "this is a weights-only file (save_weights); Konverter needs a full model "
+                "saved with model.save('model.h5') or model.save('model.keras')"
+            )
+        raise BadModelFile("this HDF5 file is not a Keras model (no model_config attribute)")
+    config = parse_json(as_str(attrs["model_config"]), "the model config")
+    version = as_str(attrs["keras_version"]) if "keras_version" in attrs else "1"
+    backend = as_str(attrs["backend"]) if "backend" in attrs else ""
+    model = ModelFile(path, "h5", version, backend, config)
+    cfgmod.class_of(config)
+    root = walk(f, "model_weights") if "model_weights" in f else f
+    layer_names = read_names(root.attrs, "layer_names") or []
+    if not cfgmod.is_model(config):
+        raise BadModelFile(f"the top-level object is a {config['class_name']!r}, not a model")
+    entries = {cfgmod.name_of(e): e for e in cfgmod.sublayers(config)}
+    for name in layer_names:
+        group = walk(root, name)
+        names = read_names(group.attrs, "weight_names") or []
+        arrays = [read_array(group, w) for w in names]
+        if not arrays:
+            continue
+        entry = entries.get(name)
+        if entry is not None and cfgmod.is_model(entry):
+            _spread_nested(model, entry, (name,), names, arrays)
+        else:
+            model.weights[(name,)] = arrays
+            model.weight_names[(name,)] = names
+    return model
+
+
+def _spread_nested(model: ModelFile, entry: dict, prefix: tuple, names: list, arrays: list) -> None:
+    """A nested model is one group holding all its descendants' weights: assign each by name.
+
+    Keras orders them all-trainable-then-all-non-trainable across sublayers, so position says
+    little; the sublayer's name appears as a component of each weight name instead.
+    """
+    leaves = cfgmod.leaf_paths(entry, prefix)
+    by_name: dict[str, tuple] = {}
+    for leaf in leaves:
+        by_name.setdefault(leaf[-1], leaf)
+    for wname, array in zip(names, arrays):
+        parts = wname.split(":")[0].split("/")[:-1]
+        owner = next((by_name[p] for p in parts if p in by_name), None)
+        if owner is None:
+            raise BadModelFile(f"weight {wname!r} of nested model {prefix[-1]!r} matches none of its layers")
+        model.weights.setdefault(owner, []).append(array)
+        model.weight_names.setdefault(owner, []).append(wname)

@@ -1,0 +1,181 @@
+"""What layer converters work with: symbolic tensors, recorded NumPy calls, and the layer at hand.
+
+A converter is a plain function registered for one or more Keras class names. It reads the
+layer's config and weights, checks them, and records calls of plain NumPy functions
+(`Layer.call`). Those functions live in the `konverter.layers` modules; tests call them
+directly and the code generator copies their source into the generated file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import BadModelFile, UnsupportedModel
+
+Shape = tuple  # a tensor's shape WITHOUT the batch axis; None marks an unknown dimension
+
+
+@dataclass(eq=False)
+class Tensor:
+    """A value flowing through the generated predict(); `shape` excludes the batch axis."""
+
+    shape: Shape | None
+    dtype: str = "float32"
+
+    @property
+    def rank(self) -> int:
+        """Rank including the batch axis."""
+        if self.shape is None:
+            raise UnsupportedModel("a tensor of unknown rank reached a layer that needs its rank")
+        return len(self.shape) + 1
+
+
+@dataclass(eq=False)
+class Const:
+    """A weight array embedded in the generated file."""
+
+    array: np.ndarray
+    label: str = ""
+
+
+@dataclass(eq=False)
+class Op:
+    fn: Callable
+    args: tuple
+    kwargs: dict
+    outputs: tuple  # of Tensor
+    layer: str = ""  # "name (Class)" of the Keras layer, for the comment
+
+
+Converter = Callable[["Layer"], Any]
+CONVERTERS: dict[str, Converter] = {}
+
+
+def converter(*class_names: str) -> Callable[[Converter], Converter]:
+    """Register a converter for Keras class names (aliases included)."""
+
+    def register(fn: Converter) -> Converter:
+        for name in class_names:
+            if name in CONVERTERS:
+                raise RuntimeError(f"two converters for {name}")
+            CONVERTERS[name] = fn
+        return fn
+
+    return register
+
+
+@dataclass(eq=False)
+class Layer:
+    """One call of one Keras layer, as a converter sees it."""
+
+    name: str
+    class_name: str
+    config: dict
+    weights: list
+    keras_major: int
+    args: list  # positional call arguments: Tensors, lists of Tensors, constants
+    kwargs: dict  # keyword call arguments (Tensors possible, e.g. MultiHeadAttention key=)
+    ops: list = field(default_factory=list)
+    options: dict = field(default_factory=dict)  # conversion options (e.g. weight dtype)
+
+    # ----- inputs
+    @property
+    def inputs(self) -> list[Tensor]:
+        """Every Tensor among the positional arguments, flattened in order."""
+        found: list[Tensor] = []
+
+        def visit(value: Any) -> None:
+            if isinstance(value, Tensor):
+                found.append(value)
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    visit(item)
+
+        visit(self.args)
+        return found
+
+    @property
+    def input(self) -> Tensor:
+        """The single input tensor; refuses layers called on several tensors."""
+        inputs = self.inputs
+        if len(inputs) != 1:
+            raise UnsupportedModel(f"{self.describe()} expects one input tensor, got {len(inputs)}")
+        return inputs[0]
+
+    def describe(self) -> str:
+        return f"layer {self.name!r} ({self.class_name})"
+
+    # ----- config and weights
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.config.get(key, default)
+
+    def expect_weights(self, *shapes: tuple | None) -> list[np.ndarray]:
+        """Check the weight count and shapes (None = any, None inside a shape = any size)."""
+        if len(self.weights) != len(shapes):
+            raise BadModelFile(
+                f"{self.describe()} has {len(self.weights)} weight arrays, its config implies {len(shapes)}"
+            )
+        for i, (array, want) in enumerate(zip(self.weights, shapes)):
+            if want is None:
+                continue
+            if len(array.shape) != len(want) or any(w is not None and w != g for g, w in zip(array.shape, want)):
+                shown = tuple("?" if w is None else w for w in want)
+                raise BadModelFile(
+                    f"{self.describe()} weight {i} has shape {tuple(array.shape)}, its config implies {shown}"
+                )
+        return list(self.weights)
+
+    def unsupported(self, what: str) -> UnsupportedModel:
+        return UnsupportedModel(f"{self.describe()}: {what}")
+
+    def axis(self, axis: Any, rank: int) -> int:
+        """A Keras axis (negative, or absolute counting the batch axis) as a non-negative int."""
+        if isinstance(axis, (list, tuple)) and len(axis) == 1:
+            axis = axis[0]
+        if not isinstance(axis, int) or isinstance(axis, bool) or not -rank <= axis < rank:
+            raise BadModelFile(f"{self.describe()} has axis {axis!r}, invalid for rank {rank}")
+        return axis % rank
+
+    # ----- recording
+    def call(self, fn: Callable, *args: Any, shape: Shape | None, dtype: str = "float32", **kwargs: Any) -> Tensor:
+        """Record `fn(*args, **kwargs)`; arrays become embedded constants. Returns the result."""
+        out = Tensor(tuple(shape) if shape is not None else None, dtype)
+        self.ops.append(Op(fn, tuple(_wrap(a) for a in args), {k: _wrap(v) for k, v in kwargs.items()}, (out,)))
+        return out
+
+    def call_multi(self, fn: Callable, *args: Any, shapes: list, **kwargs: Any) -> list[Tensor]:
+        """Record a call that returns a tuple of arrays."""
+        outs = tuple(Tensor(tuple(s) if s is not None else None) for s in shapes)
+        self.ops.append(Op(fn, tuple(_wrap(a) for a in args), {k: _wrap(v) for k, v in kwargs.items()}, outs))
+        return list(outs)
+
+
+def _wrap(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return Const(value)
+    if isinstance(value, list):
+        return [_wrap(v) for v in value]
+    return value
+
+
+def as_float(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadModelFile(f"{what} must be a number, found {type(value).__name__}")
+    return float(value)
+
+
+def as_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadModelFile(f"{what} must be an integer, found {value!r}"[:200])
+    return value
+
+
+def as_int_tuple(value: Any, what: str) -> tuple:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    if not isinstance(value, (list, tuple)):
+        raise BadModelFile(f"{what} must be a list of integers")
+    return tuple(as_int(v, what) for v in value)

@@ -1,0 +1,47 @@
+"""Helpers every generated file contains (copied verbatim, like the layer functions)."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+
+def as_batch(x, shape, dtype, name):
+    # One sample (rank of `shape` minus the batch axis) or a batch; returns (array, batched).
+    a = np.asarray(x, dtype=dtype)
+    if a.ndim == len(shape) - 1:
+        a = a[None]
+        batched = False
+    elif a.ndim == len(shape):
+        batched = True
+    else:
+        raise ValueError(
+            f"input {name!r}: expected shape {shape[1:]} (one sample) or {shape} (a batch), "
+            f"got an array of shape {np.shape(a)}"
+        )
+    for got, want in zip(a.shape[1:], shape[1:]):
+        if want is not None and got != want:
+            raise ValueError(f"input {name!r}: expected shape {shape[1:]} or {shape}, got {a.shape}")
+    return a, batched
+
+
+def collect_inputs(args, names):
+    # predict(x0, x1), predict([x0, x1]) and predict({"name": x0, ...}) all give [x0, x1].
+    if len(args) == 1 and isinstance(args[0], dict):
+        given = args[0]
+        missing = [n for n in names if n not in given]
+        if missing or len(given) != len(names):
+            raise ValueError(f"expected inputs named {list(names)}, got {list(given)}")
+        return [given[n] for n in names]
+    if len(args) == 1 and len(names) > 1 and isinstance(args[0], (list, tuple)) and len(args[0]) == len(names):
+        return list(args[0])
+    if len(args) != len(names):
+        raise ValueError(f"expected {len(names)} inputs {list(names)}, got {len(args)}")
+    return list(args)
+
+
+def unpack_weights(blob, table):
+    # Embedded weights: one base64 blob, sliced into read-only arrays by (offset, dtype, shape).
+    raw = base64.b64decode(blob)
+    return [np.frombuffer(raw, dtype, int(np.prod(shape)), offset).reshape(shape) for offset, dtype, shape in table]
