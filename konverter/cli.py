@@ -110,7 +110,9 @@ def convert_command(
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing output file Konverter did not write."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
     debug: bool = typer.Option(False, "--debug", help="Show a traceback for internal errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     """Convert a Keras model file into one Python file that predicts with NumPy only.
 
@@ -127,7 +129,9 @@ def convert_command(
         err_console.print(f"konverter: error: {path}: {outcome.message}", markup=False)
         raise typer.Exit(outcome.code)
     if not quiet:
-        out_console.print(f"{path} -> {outcome.target} ({outcome.layers} layers, {outcome.seconds:.2f} s)", markup=False)
+        out_console.print(
+            f"{path} -> {outcome.target} ({outcome.layers} layers, {outcome.seconds:.2f} s)", markup=False
+        )
 
 
 def _convert_folder(folder: Path, out: Optional[Path], recursive: bool, force: bool, quiet: bool, debug: bool) -> int:
@@ -138,8 +142,13 @@ def _convert_folder(folder: Path, out: Optional[Path], recursive: bool, force: b
     targets = _folder_targets(models, folder, out)
     outcomes: List[Outcome] = []
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True, disable=quiet,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=quiet,
     ) as progress:
         task = progress.add_task("converting", total=len(models))
         for m in models:

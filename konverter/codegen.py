@@ -244,7 +244,7 @@ def generate(program: Program, source_name: str, keras_version: str, source_hash
     if weights:
         w("_WEIGHTS = (")
         for start in range(0, len(blob), BLOB_LINE):
-            w(f'    "{blob[start:start + BLOB_LINE]}"')
+            w(f'    "{blob[start : start + BLOB_LINE]}"')
         w(")")
         w("_TABLE = (")
         for offset, dtype, shape in table:

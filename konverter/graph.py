@@ -127,9 +127,12 @@ class Builder:
         first = layers[0] if layers else None
         if first is not None:
             first_cfg = cfgmod.config_of(first)
-            shape = _shape_from(first_cfg) if cfgmod.class_of(first) == "InputLayer" or (
-                "batch_input_shape" in first_cfg or "batch_shape" in first_cfg
-            ) else None
+            shape = (
+                _shape_from(first_cfg)
+                if cfgmod.class_of(first) == "InputLayer"
+                or ("batch_input_shape" in first_cfg or "batch_shape" in first_cfg)
+                else None
+            )
             if shape is None and cfgmod.is_model(first):
                 return self._sequential_input(first)
             if shape is not None:
@@ -205,7 +208,11 @@ class Builder:
             if cfgmod.is_model(target) and (keras2 or (in_io_list and cfgmod.class_of(target) != "Sequential")):
                 if keras2 and cfgmod.class_of(target) == "Sequential":
                     subs = cfgmod.sublayers(target)
-                    old = self.model.keras_version.startswith("2.") and self.model.keras_version[:3] in ("2.0", "2.1", "2.2")
+                    old = self.model.keras_version.startswith("2.") and self.model.keras_version[:3] in (
+                        "2.0",
+                        "2.1",
+                        "2.2",
+                    )
                     if not old and not (subs and cfgmod.class_of(subs[0]) == "InputLayer"):
                         return node
                 return node - 1
@@ -296,7 +303,9 @@ class Builder:
         except KonverterError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, MemoryError) as err:
-            raise BadModelFile(f"{layer.describe()} has an invalid config ({type(err).__name__}: {str(err)[:100]})") from None
+            raise BadModelFile(
+                f"{layer.describe()} has an invalid config ({type(err).__name__}: {str(err)[:100]})"
+            ) from None
         label = f"{_show(name)} ({_show(cls, quote=False)})"
         for op in self.ops[start:]:
             op.layer = label

@@ -15,9 +15,19 @@ MAX_MEMBER_BYTES = 4 << 30
 # Child objects of wrapper layers are stored under attribute names; Keras's weight order
 # lists them in this order (alphabetical order would put backward before forward).
 CHILD_ORDER = [
-    "cell", "cells", "forward_layer", "backward_layer", "layer",
-    "query_dense", "key_dense", "value_dense", "output_dense",
-    "_query_dense", "_key_dense", "_value_dense", "_output_dense",
+    "cell",
+    "cells",
+    "forward_layer",
+    "backward_layer",
+    "layer",
+    "query_dense",
+    "key_dense",
+    "value_dense",
+    "output_dense",
+    "_query_dense",
+    "_key_dense",
+    "_value_dense",
+    "_output_dense",
 ]
 
 
@@ -32,7 +42,9 @@ def read_keras_zip(path: str) -> ModelFile:
             raise BadModelFile("this zip file is not a Keras model (no config.json)")
         if "model.weights.h5" not in members:
             if "model.weights.npz" in members:
-                raise BadModelFile("weights stored as model.weights.npz (pickle) are refused; save with the default .h5 weights")
+                raise BadModelFile(
+                    "weights stored as model.weights.npz (pickle) are refused; save with the default .h5 weights"
+                )
             if "variables.h5" not in members:
                 raise BadModelFile("this .keras archive has no model.weights.h5")
         config = parse_json(_member(archive, members["config.json"]), "config.json")

@@ -212,10 +212,15 @@ def activation_name(value: object, layer: Layer) -> str:
     if isinstance(value, dict):
         # Keras 3 may write {"module": "keras.activations", "class_name": "function", "config": "relu"}.
         inner = value.get("config")
-        if value.get("class_name") == "function" and isinstance(inner, str) and value.get("module") in (
-            "keras.activations",
-            "keras.src.activations.activations",
-            None,
+        if (
+            value.get("class_name") == "function"
+            and isinstance(inner, str)
+            and value.get("module")
+            in (
+                "keras.activations",
+                "keras.src.activations.activations",
+                None,
+            )
         ):
             value = inner
         elif isinstance(value.get("class_name"), str) and value.get("class_name") in _LAYER_ACTIVATIONS:
@@ -272,9 +277,7 @@ def relu_layer(layer: Layer) -> Tensor:
         return layer.call(relu6, x, shape=x.shape)
     if slope != 0.0 and threshold == 0.0 and max_value is None:
         return layer.call(leaky_relu, x, shape=x.shape, negative_slope=slope)
-    return layer.call(
-        relu_general, x, shape=x.shape, negative_slope=slope, max_value=max_value, threshold=threshold
-    )
+    return layer.call(relu_general, x, shape=x.shape, negative_slope=slope, max_value=max_value, threshold=threshold)
 
 
 @converter("LeakyReLU")
