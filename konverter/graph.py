@@ -148,7 +148,10 @@ class Builder:
         x = Tensor(shape, dtype)
         y = self._sequential(config, x, ())
         outs = y if isinstance(y, list) else [y]
-        return [ModelInput(name, x)], outs, [f"output_{i}" for i in range(len(outs))], False
+        layers = [e for e in cfgmod.sublayers(config) if cfgmod.class_of(e) != "InputLayer"]
+        last = cfgmod.name_of(layers[-1]) if layers else name
+        names = [last] if len(outs) == 1 else [f"{last}_{i}" for i in range(len(outs))]
+        return [ModelInput(name, x)], outs, names, False
 
     def _sequential(self, entry: dict, x: Any, prefix: tuple) -> Any:
         for layer in cfgmod.sublayers(entry):

@@ -32,7 +32,15 @@ FORMATS = ("k2h5", "k2keras", "k3h5", "k3keras")
 
 
 def keras_for(fmt: str):
-    """tf_keras for Keras 2 formats, keras (3) for the others."""
+    """tf_keras for Keras 2 formats, keras (3) for the others.
+
+    Older writers come from their own virtualenvs (see scripts/fixtures_old_writers.py):
+    `tf214*` is TensorFlow 2.14's bundled tf.keras, `k31*` is Keras 3.1 on its NumPy backend.
+    """
+    if fmt.startswith("tf2"):
+        from tensorflow import keras
+
+        return keras
     if fmt.startswith("k2"):
         import tf_keras
 
@@ -43,7 +51,7 @@ def keras_for(fmt: str):
 
 
 def is_keras3(K) -> bool:
-    return int(K.__version__.split(".")[0]) >= 3
+    return int(getattr(K, "__version__", "2").split(".")[0]) >= 3
 
 
 def randomize(model, seed: int) -> None:
