@@ -9,6 +9,13 @@ Formats (the suffix of each fixture's file name):
     k2keras  tf-keras (Keras 2) .keras archive   model.save("m.keras")
     k3h5     Keras 3 legacy HDF5                 model.save("m.h5")
     k3keras  Keras 3 .keras archive              model.save("m.keras")
+Older writers, each from a virtualenv of its own (a subset of the core fixtures):
+    tf214h5, tf214keras  TensorFlow 2.14's tf.keras: pip install tensorflow-cpu==2.14.1 h5py
+                         (its .keras stores layers under _layer_checkpoint_dependencies/)
+    k31h5, k31keras      Keras 3.1 (bare variable names in .h5): pip install keras==3.1.1 "jax[cpu]<0.5"
+                         "numpy<2" h5py packaging; run with KERAS_BACKEND=jax. Keras 3.1 itself cannot
+                         save a nested Sequential to .h5 nor reload sequence_layers from .h5, so those two are absent.
+    e.g. `.venv-tf214/bin/python scripts/fixtures_core.py --formats tf214h5 tf214keras --only dense_relu ...`
 Each model file `tests/fixtures/<family>/<name>__<fmt>.<ext>` has a sibling `<name>__<fmt>.npz`
 holding inputs x0, x1, ... and the outputs y0, y1, ... that Keras computed for them.
 """
