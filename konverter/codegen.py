@@ -11,6 +11,7 @@ import inspect
 import math
 import textwrap
 import types
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -109,14 +110,29 @@ def _tensors_in(value: Any) -> list:
     return []
 
 
-def generate(program: Program, source_name: str, keras_version: str, source_hash: str, version: str) -> str:
-    """The generated module's full text."""
+def generate(
+    program: Program,
+    source_name: str,
+    keras_version: str,
+    source_hash: str,
+    version: str,
+    *,
+    settings: str = "",
+    check: SelfCheck | None = None,
+) -> str:
+    """The generated module's full text.
+
+    `settings` (our own JSON of non-default conversion settings) goes into the header so a later run
+    can tell whether the file is up to date; `check` adds an embedded test vector and `self_check()`.
+    """
     weights: list[np.ndarray] = []
     weight_ids: dict[int, str] = {}
     funcs: dict[str, Callable] = {}
     constants: dict[str, Any] = {}
     for fn in (runtime.as_batch, runtime.collect_inputs, runtime.unpack_weights):
         _dependencies(fn, funcs, constants)
+    if check is not None:
+        _dependencies(runtime.compare_outputs, funcs, constants)
 
     def weight_name(const: Const) -> str:
         key = id(const.array)
@@ -178,16 +194,19 @@ def generate(program: Program, source_name: str, keras_version: str, source_hash
     w = lines.append
 
     # ----------------------------------------------------------------- header
-    w('"""' + _docstring(program, source_name, keras_version) + '"""')
+    w('"""' + _docstring(program, source_name, keras_version, check) + '"""')
     w(f"{MARKER} {version} from {text(source_name)}. Do not edit: run konverter again.")
     w(f"# konverter-source-sha256: {source_hash}")
+    if settings:
+        w(f"# konverter-settings: {text(settings, 2000)}")
     w("")
     w("import base64")
     w("import math")
     w("")
     w("import numpy as np")
     w("")
-    w('__all__ = ["predict", "INPUT_SHAPE", "OUTPUT_SHAPE"]')
+    public = ["predict", "INPUT_SHAPE", "OUTPUT_SHAPE"] + (["self_check"] if check is not None else [])
+    w(f"__all__ = {public!r}".replace("'", '"'))
     w("")
     w(f"INPUT_NAMES = {literal(in_names)}")
     w(f"INPUT_SHAPES = ({''.join(shape_literal(s) + ', ' for s in in_shapes)})")
@@ -237,6 +256,8 @@ def generate(program: Program, source_name: str, keras_version: str, source_hash
             w("    return outputs")
     w("")
     w("")
+    if check is not None:
+        _self_check(w, program, check)
     # ----------------------------------------------------------------- weights
     blob, table = _pack(weights)
     w("# ----------------------------------------------------------------------------- weights")
@@ -253,7 +274,64 @@ def generate(program: Program, source_name: str, keras_version: str, source_hash
         targets = ", ".join(f"_w{i}" for i in range(len(weights)))
         w(f"({targets},) = unpack_weights(_WEIGHTS, _TABLE)")
         w("del _WEIGHTS, _TABLE")
+    if check is not None:
+        _check_data(w, check)
     return "\n".join(lines) + "\n"
+
+
+@dataclass
+class SelfCheck:
+    """One stored test vector (a batch of one sample per input, the reference outputs) for self_check()."""
+
+    source_name: str  # the .npz it came from, for the docstring (sanitized when written)
+    inputs: list  # of np.ndarray, batch axis of 1
+    outputs: list  # of np.ndarray, batch axis of 1
+    atol: float = 1e-5
+    rtol: float = 1e-4
+
+
+def _self_check(w: Callable[[str], None], program: Program, check: SelfCheck) -> None:
+    n_in = len(program.inputs)
+    w("# ----------------------------------------------------------------------------- self check")
+    w(f"def self_check(atol={literal(float(check.atol))}, rtol={literal(float(check.rtol))}):")
+    w(f'    """Recompute the test vector stored from {text(check.source_name, 80)} and compare.')
+    w("")
+    w("    Returns the largest absolute difference; raises AssertionError when an output differs by")
+    w("    more than atol + rtol * |reference|. Confirms on any machine that this file is intact.")
+    w('    """')
+    w("    got = predict(" + ", ".join(f"_CHECK_X[{i}]" for i in range(n_in)) + ")")
+    if program.outputs_as_dict:
+        w("    got = [got[name] for name in OUTPUT_NAMES]")
+    elif len(program.outputs) == 1:
+        w("    got = [got]")
+    w("    report = compare_outputs(got, _CHECK_Y, atol, rtol)")
+    w("    for name, (abs_err, rel_err, within) in zip(OUTPUT_NAMES, report):")
+    w("        if not within:")
+    w("            raise AssertionError(")
+    w('                f"self_check: output {name!r} differs from the stored reference: "')
+    w('                f"max abs error {abs_err:.3g}, max rel error {rel_err:.3g} (atol={atol}, rtol={rtol})"')
+    w("            )")
+    w("    return max(abs_err for abs_err, _, _ in report)")
+    w("")
+    w("")
+
+
+def _check_data(w: Callable[[str], None], check: SelfCheck) -> None:
+    blob, table = _pack(list(check.inputs) + list(check.outputs))
+    w("")
+    w("# ----------------------------------------------------------------------------- self-check data")
+    w("_CHECK = (")
+    for start in range(0, len(blob), BLOB_LINE):
+        w(f'    "{blob[start : start + BLOB_LINE]}"')
+    w(")")
+    w("_CHECK_TABLE = (")
+    for offset, dtype, shape in table:
+        w(f"    ({offset}, {literal(dtype)}, {literal(shape)}),")
+    w(")")
+    n_in = len(check.inputs)
+    w("_CHECK_ARRAYS = unpack_weights(_CHECK, _CHECK_TABLE)")
+    w(f"_CHECK_X, _CHECK_Y = _CHECK_ARRAYS[:{n_in}], _CHECK_ARRAYS[{n_in}:]")
+    w("del _CHECK, _CHECK_TABLE, _CHECK_ARRAYS")
 
 
 def _pack(arrays: list) -> tuple[str, list]:
@@ -277,7 +355,7 @@ def _describe(t: Tensor) -> str:
     return f"{shape_literal(t.shape)} {t.dtype}"
 
 
-def _docstring(program: Program, source_name: str, keras_version: str) -> str:
+def _docstring(program: Program, source_name: str, keras_version: str, check: SelfCheck | None = None) -> str:
     lines = [
         f"Model {text(program.name, 80)!s} converted by Konverter: NumPy-only inference.",
         "",
@@ -300,5 +378,7 @@ def _docstring(program: Program, source_name: str, keras_version: str) -> str:
         lines.append("Several inputs: predict(x0, x1), predict([x0, x1]) or predict({name: x0, ...}).")
     if len(program.outputs) > 1 or program.outputs_as_dict:
         lines.append("Several outputs: a " + ("dict by name." if program.outputs_as_dict else "list in Keras's order."))
+    if check is not None:
+        lines.append("self_check() recomputes a stored test vector: a quick proof that this file is intact.")
     body = "\n".join(lines)
     return body.replace("\\", "\\\\").replace('"', '\\"') + "\n"
