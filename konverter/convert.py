@@ -127,10 +127,8 @@ def read_header(target: str | os.PathLike) -> dict:
     except OSError:
         return {}
     lines = head.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith(MARKER + " "):
-            break
-    else:
+    i = next((n for n, line in enumerate(lines) if line.startswith(MARKER + " ")), None)
+    if i is None:
         return {}
     header = {"version": lines[i][len(MARKER) + 1 :].split(" ", 1)[0], "settings": ""}
     for line in lines[i + 1 : i + 4]:
