@@ -43,7 +43,7 @@ class LayerInfo:
     output_shapes: tuple  # one Shape (or None = unknown) per output; several when the layer is called again
     params: int  # weight values stored in the file (trainable and not, like Keras's "Param #")
     supported: bool
-    reason: str = ""  # why not, when not supported
+    reason: str = ""  # why not, when not supported (one line)
 
     @property
     def output_shape(self) -> str:
@@ -155,7 +155,7 @@ def _rows(model: ModelFile, entry: dict, prefix: tuple, depth: int, walker: _Wal
             if not reason:
                 reason = _class_reason(layer)
                 if reason:
-                    problems.append(reason)
+                    problems.append(f"{_show(name)} ({_show(cls, quote=False)}: {reason})")
             supported = not reason
         shapes = tuple(walker.shapes.get(path, ()))
         if cls == "InputLayer" and not shapes:
@@ -189,7 +189,7 @@ def _class_reason(entry: dict) -> str:
         why = "custom object; its code is not in the file"
     else:
         why = "not supported"
-    return f"{_show(cfgmod.name_of(entry))} ({_show(cls, quote=False)}: {why})"
+    return why
 
 
 def _show(value: str, quote: bool = True) -> str:
