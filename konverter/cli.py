@@ -34,7 +34,7 @@ EPILOG = (
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False)
+out_console = Console(highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
