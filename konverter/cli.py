@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .batch import CONVERTED, FAILED, NOT_RUN, SKIPPED, Outcome, convert_many, convert_one, find_models, folder_targets
@@ -50,6 +51,11 @@ def _fail(path: object, message: str, code: int) -> typer.Exit:
 
 def _print_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2))
+
+
+def _cells(*values: str) -> list:
+    """Table cells as plain text: names and paths with [brackets] are never read as rich markup."""
+    return [Text(v) for v in values]
 
 
 def _shown(value: str) -> str:
@@ -176,7 +182,7 @@ def _print_folder_table(outcomes: List[Outcome], failed: List[Outcome]) -> None:
     labels = {"skipped": "up to date", "failed": "failed", "not_run": "not run"}
     parts += [f"{counts[key]} {label}" for key, label in labels.items() if counts[key]]
     title = f"Konverter, {len(outcomes)} files: " + ", ".join(parts)
-    table = Table(title=title)
+    table = Table(title=Text(title))
     for column in ("file", "status", "layers", "seconds"):
         table.add_column(column, justify="right" if column in ("layers", "seconds") else "left")
     for o in outcomes:
@@ -189,7 +195,7 @@ def _print_folder_table(outcomes: List[Outcome], failed: List[Outcome]) -> None:
         else:
             status = f"FAILED: {o.message}"
         layers = str(o.layers) if o.status == CONVERTED else ""
-        table.add_row(str(o.source), status, layers, f"{o.seconds:.2f}")
+        table.add_row(*_cells(str(o.source), status, layers, f"{o.seconds:.2f}"))
     (err_console if failed else out_console).print(table)
 
 
@@ -221,7 +227,7 @@ def _print_summary(s: ModelSummary) -> None:
     out_console.print(
         f"{s.path}: {s.format_description}, written by Keras {_shown(s.keras_version)}{backend}", markup=False
     )
-    table = Table(title=f"Model {_shown(s.name)!s} ({_shown(s.model_class)})", title_justify="left")
+    table = Table(title=Text(f"Model {_shown(s.name)} ({_shown(s.model_class)})"), title_justify="left")
     table.add_column("Layer (type)")
     table.add_column("Output shape")
     table.add_column("Param #", justify="right")
@@ -229,7 +235,7 @@ def _print_summary(s: ModelSummary) -> None:
     for layer in s.layers:
         label = "  " * layer.depth + f"{_shown(layer.name)} ({_shown(layer.class_name)})"
         support = "yes" if layer.supported else "no: " + layer.reason
-        table.add_row(label, layer.output_shape, f"{layer.params:,}", support)
+        table.add_row(*_cells(label, layer.output_shape, f"{layer.params:,}", support))
     out_console.print(table)
     out_console.print(f"Total params: {s.total_params:,}", markup=False)
     for kind, items in (("Input", s.inputs), ("Output", s.outputs)):
@@ -280,12 +286,14 @@ def verify_command(
 
 def _print_report(r: VerifyReport) -> None:
     table = Table(
-        title=f"{r.model} vs {r.against}: {r.samples} samples, atol {r.atol:g}, rtol {r.rtol:g}", title_justify="left"
+        title=Text(f"{r.model} vs {r.against}: {r.samples} samples, atol {r.atol:g}, rtol {r.rtol:g}"),
+        title_justify="left",
     )
     for column in ("output", "mode", "max abs error", "max rel error", "result"):
         table.add_column(column, justify="right" if "error" in column else "left")
     for c in r.checks:
-        table.add_row(_shown(c.output), c.mode, f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", "ok" if c.ok else "DIFFERS")
+        result = "ok" if c.ok else "DIFFERS"
+        table.add_row(*_cells(_shown(c.output), c.mode, f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", result))
     (out_console if r.ok else err_console).print(table)
     if r.ok:
         out_console.print("verify: ok", markup=False)

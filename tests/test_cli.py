@@ -209,3 +209,18 @@ def test_verify_bad_reference_and_missing_files(tmp_path, capsys):
     assert code == 2 and "cannot read reference data" in err
     code, _, err = run(capsys, "verify", EXAMPLE, "--reference", tmp_path / "missing.npz")
     assert code == 2 and "no such file" in err
+
+
+def test_names_from_files_are_never_rich_markup(tmp_path, capsys, monkeypatch):
+    def edit(config):
+        config["config"]["name"] = "[red]styled[/red]"
+
+    from test_api import edit_h5_config
+
+    path = edit_h5_config(EXAMPLE, tmp_path / "[bold]m.h5", edit)
+    code, out, _ = run(capsys, "inspect", path)
+    assert code == 0 and "Model [red]styled[/red] (Sequential)" in out
+    (tmp_path / "[blink]broken.h5").write_bytes(b"junk")
+    monkeypatch.chdir(tmp_path)  # short paths: the table is not wide enough for pytest's
+    code, _, err = run(capsys, ".")
+    assert code == 1 and "[blink]broken.h5" in err
