@@ -10,14 +10,11 @@ import types
 from pathlib import Path
 
 from . import __version__
-from .codegen import MARKER, SelfCheck, generate, text
+from .codegen import MARKER, SETTINGS_LINE, SOURCE_HASH_LINE, SelfCheck, generate, text
 from .errors import MismatchError, OutputError, UsageError
 from .graph import Program, build_program
 from .h5reader import ModelFile, read_model
 from .reference import read_reference
-
-SOURCE_HASH_LINE = "# konverter-source-sha256: "
-SETTINGS_LINE = "# konverter-settings: "
 
 
 def file_hash(path: str | os.PathLike) -> str:
