@@ -19,3 +19,9 @@ print("one sample  :", model.predict([0.5]))
 print("a batch     :", model.predict([[0.5], [-1.0], [2.0]]))
 ref = np.load(here / "reference.npz")
 print("max |error| vs Keras:", float(np.abs(model.predict(ref["x0"]) - ref["y0"]).max()))
+
+# The same model converted in memory (nothing written), and a check in all three predict modes.
+in_memory = konverter.load(here / "model.h5")
+print("in memory   :", in_memory.predict([0.5]))
+report = konverter.verify(here / "model.h5", out, reference=here / "reference.npz")
+print("verify      :", "ok" if report.ok else "DIFFERS", f"(max |error| {max(c.max_abs for c in report.checks):.2g})")

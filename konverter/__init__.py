@@ -1,13 +1,59 @@
 """Konverter: turn a Keras model file into one Python file that predicts with NumPy alone.
 
-Conversion reads the file with h5py/json/zipfile; TensorFlow and Keras are never imported.
+Conversion reads the file with h5py/json/zipfile; TensorFlow and Keras are never imported
+(only `verify` without a stored reference loads Keras, and only when called).
+
+    import konverter
+    konverter.konvert("model.h5")                 # writes model.py, returns its Path
+    model = konverter.load("model.h5")            # the same module, in memory: model.predict(x)
+    konverter.inspect("model.h5").layers          # what is inside, and what Konverter supports
+    konverter.verify("model.h5", reference="data.npz").ok
 """
 
 from __future__ import annotations
 
+import os
+
 __version__ = "0.1.0"
 
-from .convert import konvert  # noqa: E402
-from .errors import BadModelFile, KonverterError, OutputError, UnsupportedModel  # noqa: E402
+from .convert import konvert, load  # noqa: E402
+from .errors import (  # noqa: E402
+    BadModelFile,
+    KonverterError,
+    MismatchError,
+    OutputError,
+    UnsupportedModel,
+    UsageError,
+)
+from .summary import LayerInfo, ModelSummary, TensorInfo, inspect_model  # noqa: E402
+from .verify import OutputCheck, VerifyReport, verify  # noqa: E402
 
-__all__ = ["konvert", "KonverterError", "BadModelFile", "UnsupportedModel", "OutputError", "__version__"]
+
+def inspect(path: str | os.PathLike) -> ModelSummary:
+    """Describe a model file without TensorFlow: format, Keras version, inputs and outputs, and every
+    layer with its output shape, parameter count and whether Konverter supports it.
+
+    Works on models Konverter cannot convert (`summary.convertible` is False, `summary.problems`
+    says why). Raises BadModelFile when the file is not a readable Keras model.
+    """
+    return inspect_model(path)
+
+
+__all__ = [
+    "konvert",
+    "load",
+    "inspect",
+    "verify",
+    "ModelSummary",
+    "LayerInfo",
+    "TensorInfo",
+    "VerifyReport",
+    "OutputCheck",
+    "KonverterError",
+    "BadModelFile",
+    "UnsupportedModel",
+    "OutputError",
+    "UsageError",
+    "MismatchError",
+    "__version__",
+]

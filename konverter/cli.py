@@ -1,10 +1,9 @@
-"""The `konverter` command: convert one model file or every model file in a folder."""
+"""The `konverter` command: convert, inspect and verify, built on the Python API."""
 
 from __future__ import annotations
 
+import json
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
@@ -12,42 +11,31 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
-from .convert import convert_file, default_output
+from .batch import CONVERTED, FAILED, NOT_RUN, SKIPPED, Outcome, convert_many, convert_one, find_models, folder_targets
 from .errors import (
     EXIT_BAD_FILE,
-    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    EXIT_MISMATCH,
     EXIT_OK,
     EXIT_SOME_FAILED,
+    EXIT_USAGE,
     KonverterError,
 )
-from .h5reader import MODEL_SUFFIXES
+from .summary import ModelSummary, inspect_model, shape_text
+from .verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify
 
 EPILOG = (
-    "Exit codes: 0 converted; 1 some files of a folder failed; 2 bad command line; "
+    "Exit codes: 0 done; 1 some files of a folder failed; 2 bad command line or unusable reference data; "
     "3 not a valid Keras model file; 4 unsupported layer or feature; 5 output not written; "
-    "70 internal error; 130 interrupted."
+    "6 outputs differ from the reference; 70 internal error; 130 interrupted."
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False)
-
-
-@dataclass
-class Outcome:
-    source: Path
-    target: Optional[Path]
-    code: int  # exit code: 0 when converted
-    message: str
-    layers: int
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return self.code == EXIT_OK
+out_console = Console(highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -56,43 +44,23 @@ def _version(value: bool) -> None:
         raise typer.Exit(EXIT_OK)
 
 
-def _convert_one(source: Path, target: Optional[Path], force: bool, debug: bool) -> Outcome:
-    start = time.perf_counter()
-    try:
-        dest, program = convert_file(source, target, force=force)
-        return Outcome(source, dest, EXIT_OK, "", program.layer_count, time.perf_counter() - start)
-    except KonverterError as err:
-        return Outcome(source, None, err.exit_code, str(err), 0, time.perf_counter() - start)
-    except RecursionError:
-        message = "the model config is nested too deeply"
-        return Outcome(source, None, EXIT_BAD_FILE, message, 0, time.perf_counter() - start)
-    except Exception as err:  # a bug in Konverter: still one line, unless --debug
-        if debug:
-            raise
-        message = f"internal error, please report it ({type(err).__name__}: {str(err)[:200]}); --debug shows details"
-        return Outcome(source, None, EXIT_INTERNAL, message, 0, time.perf_counter() - start)
+def _fail(path: object, message: str, code: int) -> typer.Exit:
+    err_console.print(f"konverter: error: {path}: {message}", markup=False)
+    return typer.Exit(code)
 
 
-def _find_models(folder: Path, recursive: bool) -> List[Path]:
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES)
+def _print_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2))
 
 
-def _folder_targets(models: List[Path], folder: Path, out: Optional[Path]) -> dict:
-    """Output path per model; model.h5 and model.keras side by side get model_h5.py and model_keras.py."""
-    targets = {}
-    for m in models:
-        rel = m.relative_to(folder)
-        base = (out / rel) if out is not None else m
-        targets[m] = default_output(base)
-    seen: dict = {}
-    for m, t in targets.items():
-        seen.setdefault(t, []).append(m)
-    for t, group in seen.items():
-        if len(group) > 1:
-            for m in group:
-                targets[m] = t.with_name(f"{t.stem}_{m.suffix.lstrip('.').lower()}.py")
-    return targets
+def _cells(*values: str) -> list:
+    """Table cells as plain text: names and paths with [brackets] are never read as rich markup."""
+    return [Text(v) for v in values]
+
+
+def _shown(value: str) -> str:
+    """A name from a model file as printable text (no control characters reach the terminal)."""
+    return ascii(value)[1:-1]
 
 
 @app.callback()
@@ -100,6 +68,7 @@ def _group() -> None:
     """Konverter: Keras model files to NumPy-only Python files, without TensorFlow."""
 
 
+# ----------------------------------------------------------------------------- convert
 @app.command("convert", epilog=EPILOG)
 def convert_command(
     path: Path = typer.Argument(..., help="A model file (.h5, .hdf5, .keras) or a folder of them.", show_default=False),
@@ -107,7 +76,18 @@ def convert_command(
         None, "--output", "-o", help="Output .py file (or folder, for a folder of models). Default: next to each model."
     ),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="With a folder: include its subfolders."),
-    force: bool = typer.Option(False, "--force", "-f", help="Replace an existing output file Konverter did not write."),
+    force: bool = typer.Option(
+        False, "--force", "-f", help="Convert even if the output is up to date; replace files Konverter did not write."
+    ),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="With a folder: convert in N processes (0: one per CPU)."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="With a folder: start nothing new after a failure."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary (JSON) on stdout."),
+    embed_check: Optional[Path] = typer.Option(
+        None,
+        "--embed-check",
+        help="An .npz (x0.., y0..): store its first sample in the output and add self_check().",
+        dir_okay=False,
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
     debug: bool = typer.Option(False, "--debug", help="Show a traceback for internal errors."),
     version: bool = typer.Option(
@@ -117,30 +97,44 @@ def convert_command(
     """Convert a Keras model file into one Python file that predicts with NumPy only.
 
     No TensorFlow or Keras is needed. `konverter model.h5` writes model.py next to it;
-    `konverter models/` converts every .h5/.hdf5/.keras file in the folder.
+    `konverter models/` converts every .h5/.hdf5/.keras file in the folder. An output that is
+    up to date (same model file, same Konverter version, same settings) is skipped.
     """
     if path.is_dir():
-        raise typer.Exit(_convert_folder(path, output, recursive, force, quiet, debug))
+        if embed_check is not None:
+            raise _fail(path, "--embed-check needs a single model file, not a folder", EXIT_USAGE)
+        raise typer.Exit(_convert_folder(path, output, recursive, force, jobs, fail_fast, as_json, quiet, debug))
     if not path.exists():
-        err_console.print(f"konverter: error: {path}: no such file", markup=False)
-        raise typer.Exit(EXIT_BAD_FILE)
-    outcome = _convert_one(path, output, force, debug)
+        raise _fail(path, "no such file", EXIT_BAD_FILE)
+    outcome = convert_one(path, output, force=force, embed_check=embed_check, debug=debug)
+    if as_json:
+        _print_json(_summary_json([outcome]))
     if not outcome.ok:
-        err_console.print(f"konverter: error: {path}: {outcome.message}", markup=False)
-        raise typer.Exit(outcome.code)
-    if not quiet:
-        out_console.print(
-            f"{path} -> {outcome.target} ({outcome.layers} layers, {outcome.seconds:.2f} s)", markup=False
-        )
+        raise _fail(path, outcome.message, outcome.code)
+    if not quiet and not as_json:
+        detail = "up to date" if outcome.status == SKIPPED else f"{outcome.layers} layers, {outcome.seconds:.2f} s"
+        out_console.print(f"{path} -> {outcome.target} ({detail})", markup=False)
 
 
-def _convert_folder(folder: Path, out: Optional[Path], recursive: bool, force: bool, quiet: bool, debug: bool) -> int:
-    models = _find_models(folder, recursive)
+def _convert_folder(
+    folder: Path,
+    out: Optional[Path],
+    recursive: bool,
+    force: bool,
+    jobs: int,
+    fail_fast: bool,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> int:
+    models = find_models(folder, recursive)
     if not models:
         err_console.print(f"konverter: no .h5/.hdf5/.keras files in {folder}", markup=False)
+        if as_json:
+            _print_json(_summary_json([]))
         return EXIT_SOME_FAILED
-    targets = _folder_targets(models, folder, out)
-    outcomes: List[Outcome] = []
+    targets = folder_targets(models, folder, out)
+    finished: dict = {}
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -148,26 +142,166 @@ def _convert_folder(folder: Path, out: Optional[Path], recursive: bool, force: b
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
-        disable=quiet,
+        disable=quiet or as_json,
     ) as progress:
-        task = progress.add_task("converting", total=len(models))
-        for m in models:
-            progress.update(task, description=f"converting {m.name[:40]}")
-            outcomes.append(_convert_one(m, targets[m], force, debug))
+        task = progress.add_task("converting" if jobs == 1 else "converting in parallel", total=len(models))
+
+        def started(source: Path) -> None:
+            progress.update(task, description=f"converting {source.name[:40]}")
+
+        for outcome in convert_many(
+            targets, jobs=jobs, fail_fast=fail_fast, force=force, debug=debug, on_start=started
+        ):
+            finished[outcome.source] = outcome
             progress.advance(task)
-    failed = [o for o in outcomes if not o.ok]
-    if not quiet or failed:
-        table = Table(title=f"Konverter: {len(models) - len(failed)} of {len(models)} converted")
-        for column in ("file", "status", "layers", "seconds"):
-            table.add_column(column, justify="right" if column in ("layers", "seconds") else "left")
-        for o in outcomes:
-            status = f"-> {o.target}" if o.ok else f"FAILED: {o.message}"
-            table.add_row(str(o.source), status, str(o.layers) if o.ok else "", f"{o.seconds:.2f}")
-        (err_console if failed else out_console).print(table)
+    outcomes = [finished[m] for m in models]  # the folder's order, whatever order they finished in
+    failed = [o for o in outcomes if o.status == FAILED]
+    if as_json:
+        _print_json(_summary_json(outcomes))
+    elif not quiet or failed:
+        _print_folder_table(outcomes, failed)
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-COMMANDS = {"convert"}
+def _summary_json(outcomes: List[Outcome]) -> dict:
+    counts = {status: sum(o.status == status for o in outcomes) for status in (CONVERTED, SKIPPED, FAILED, NOT_RUN)}
+    return {
+        "konverter": __version__,
+        "total": len(outcomes),
+        "converted": counts[CONVERTED],
+        "skipped": counts[SKIPPED],
+        "failed": counts[FAILED],
+        "not_run": counts[NOT_RUN],
+        "files": [o.to_dict() for o in outcomes],
+    }
+
+
+def _print_folder_table(outcomes: List[Outcome], failed: List[Outcome]) -> None:
+    counts = _summary_json(outcomes)
+    parts = [f"{counts['converted']} converted"]
+    labels = {"skipped": "up to date", "failed": "failed", "not_run": "not run"}
+    parts += [f"{counts[key]} {label}" for key, label in labels.items() if counts[key]]
+    title = f"Konverter, {len(outcomes)} files: " + ", ".join(parts)
+    table = Table(title=Text(title))
+    for column in ("file", "status", "layers", "seconds"):
+        table.add_column(column, justify="right" if column in ("layers", "seconds") else "left")
+    for o in outcomes:
+        if o.status == CONVERTED:
+            status = f"-> {o.target}"
+        elif o.status == SKIPPED:
+            status = f"up to date: {o.target}"
+        elif o.status == NOT_RUN:
+            status = "not run (--fail-fast)"
+        else:
+            status = f"FAILED: {o.message}"
+        layers = str(o.layers) if o.status == CONVERTED else ""
+        table.add_row(*_cells(str(o.source), status, layers, f"{o.seconds:.2f}"))
+    (err_console if failed else out_console).print(table)
+
+
+# ----------------------------------------------------------------------------- inspect
+@app.command("inspect", epilog=EPILOG)
+def inspect_command(
+    model: Path = typer.Argument(..., help="A model file (.h5, .hdf5, .keras).", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Show a model's layers like Keras's model.summary(), and whether Konverter supports each one.
+
+    Also the file format and the Keras version that wrote it. Needs no TensorFlow and works on models
+    Konverter cannot convert. Exits 0 for any readable model file.
+    """
+    if not model.is_file():
+        raise _fail(model, "no such file", EXIT_BAD_FILE)
+    try:
+        summary = inspect_model(model)
+    except KonverterError as err:
+        raise _fail(model, str(err), err.exit_code) from None
+    if as_json:
+        _print_json(summary.to_dict())
+    else:
+        _print_summary(summary)
+
+
+def _print_summary(s: ModelSummary) -> None:
+    backend = f", backend {_shown(s.backend)}" if s.backend else ""
+    out_console.print(
+        f"{s.path}: {s.format_description}, written by Keras {_shown(s.keras_version)}{backend}", markup=False
+    )
+    table = Table(title=Text(f"Model {_shown(s.name)} ({_shown(s.model_class)})"), title_justify="left")
+    table.add_column("Layer (type)")
+    table.add_column("Output shape")
+    table.add_column("Param #", justify="right")
+    table.add_column("Konverter")
+    for layer in s.layers:
+        label = "  " * layer.depth + f"{_shown(layer.name)} ({_shown(layer.class_name)})"
+        support = "yes" if layer.supported else "no: " + layer.reason
+        table.add_row(*_cells(label, layer.output_shape, f"{layer.params:,}", support))
+    out_console.print(table)
+    out_console.print(f"Total params: {s.total_params:,}", markup=False)
+    for kind, items in (("Input", s.inputs), ("Output", s.outputs)):
+        for item in items:
+            out_console.print(f"{kind} {_shown(item.name)}: {shape_text(item.shape)} {item.dtype}", markup=False)
+    if s.convertible:
+        out_console.print("Konverter: can convert this model.", markup=False)
+    else:
+        out_console.print("Konverter: cannot convert this model: " + "; ".join(s.problems), markup=False)
+
+
+# ----------------------------------------------------------------------------- verify
+@app.command("verify", epilog=EPILOG)
+def verify_command(
+    model: Path = typer.Argument(..., help="The Keras model file.", show_default=False),
+    generated: Optional[Path] = typer.Argument(
+        None, help="The generated .py file to check. Default: convert in memory.", show_default=False
+    ),
+    reference: Optional[Path] = typer.Option(
+        None, "--reference", help="An .npz of inputs x0.. and expected outputs y0..: no Keras needed.", dir_okay=False
+    ),
+    atol: float = typer.Option(DEFAULT_ATOL, "--atol", min=0.0, help="Absolute tolerance."),
+    rtol: float = typer.Option(DEFAULT_RTOL, "--rtol", min=0.0, help="Relative tolerance."),
+    samples: int = typer.Option(3, "--samples", min=1, help="Random samples when comparing with Keras."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random inputs when comparing with Keras."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Check that the converted model computes what Keras computes.
+
+    With TensorFlow/Keras installed, the model is loaded with Keras (tf_keras for Keras 2 files, keras
+    for Keras 3 files) and both run on the same deterministic random inputs. Without it, give stored
+    outputs with --reference. Every output is compared as a batch, per sample as a batch of 1, and per
+    sample unbatched; exits 6 if any differs by more than atol + rtol * |reference|.
+    """
+    for given in (model, generated, reference):
+        if given is not None and not given.is_file():
+            raise _fail(given, "no such file", EXIT_USAGE if given is not model else EXIT_BAD_FILE)
+    try:
+        report = verify(model, generated, reference=reference, atol=atol, rtol=rtol, samples=samples, seed=seed)
+    except KonverterError as err:
+        raise _fail(model, str(err), err.exit_code) from None
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        _print_report(report)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_MISMATCH)
+
+
+def _print_report(r: VerifyReport) -> None:
+    table = Table(
+        title=Text(f"{r.model} vs {r.against}: {r.samples} samples, atol {r.atol:g}, rtol {r.rtol:g}"),
+        title_justify="left",
+    )
+    for column in ("output", "mode", "max abs error", "max rel error", "result"):
+        table.add_column(column, justify="right" if "error" in column else "left")
+    for c in r.checks:
+        result = "ok" if c.ok else "DIFFERS"
+        table.add_row(*_cells(_shown(c.output), c.mode, f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", result))
+    (out_console if r.ok else err_console).print(table)
+    if r.ok:
+        out_console.print("verify: ok", markup=False)
+    else:
+        err_console.print("verify: outputs differ beyond the tolerance", markup=False)
+
+
+COMMANDS = {"convert", "inspect", "verify"}
 
 
 def main(argv: Optional[List[str]] = None) -> None:

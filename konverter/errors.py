@@ -9,6 +9,7 @@ EXIT_USAGE = 2  # bad command line (typer's own code)
 EXIT_BAD_FILE = 3  # not a Keras model, corrupt, truncated, weights-only, inconsistent
 EXIT_UNSUPPORTED = 4  # valid model, but a layer/activation/feature Konverter cannot convert
 EXIT_OUTPUT = 5  # the output could not be written (or exists and was not written by Konverter)
+EXIT_MISMATCH = 6  # verify / --embed-check: outputs differ from the reference beyond the tolerance
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_INTERNAL = 70  # a bug in Konverter (please report it); --debug shows the traceback
 
@@ -35,3 +36,15 @@ class OutputError(KonverterError):
     """The generated file could not be written."""
 
     exit_code = EXIT_OUTPUT
+
+
+class UsageError(KonverterError):
+    """A file or setting given on the command line (not the model) is unusable, e.g. a bad reference .npz."""
+
+    exit_code = EXIT_USAGE
+
+
+class MismatchError(KonverterError):
+    """Konverter's outputs differ from the reference (Keras or stored outputs) beyond the tolerance."""
+
+    exit_code = EXIT_MISMATCH

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 
 import numpy as np
 
@@ -45,3 +46,23 @@ def unpack_weights(blob, table):
     # Embedded weights: one base64 blob, sliced into read-only arrays by (offset, dtype, shape).
     raw = base64.b64decode(blob)
     return [np.frombuffer(raw, dtype, int(np.prod(shape)), offset).reshape(shape) for offset, dtype, shape in table]
+
+
+def compare_outputs(got, want, atol, rtol):
+    # Per output: (max abs error, max rel error, within |got - want| <= atol + rtol * |want|). NaN matches only NaN.
+    # float64 on purpose: this measures the model's float32 results, it is not part of the model's math.
+    report = []
+    for g, w in zip(got, want):
+        g = np.asarray(g, dtype=np.float64)
+        w = np.asarray(w, dtype=np.float64)
+        if g.shape != w.shape:
+            report.append((math.inf, math.inf, False))
+            continue
+        err = np.abs(g - w)
+        err = np.where(np.isnan(g) & np.isnan(w), 0.0, np.where(np.isnan(err), math.inf, err))
+        scale = np.abs(np.where(np.isnan(w), 0.0, w))
+        within = bool(np.all(err <= atol + rtol * scale))
+        # Relative error only where |want| exceeds atol: near zero the absolute tolerance governs.
+        rel = np.divide(err, scale, out=np.zeros_like(err), where=scale > atol)
+        report.append((float(err.max(initial=0.0)), float(rel.max(initial=0.0)), within))
+    return report
