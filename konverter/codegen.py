@@ -238,7 +238,8 @@ def generate(program: Program, source_name: str, keras_version: str, source_hash
         w(f"        state = [None] * {n_states}")
         w(f"    elif not isinstance(state, (list, tuple)) or len(state) != {n_states}:")
         w(f'        raise ValueError("state must be None or the list of {n_states} arrays that predict returned")')
-        w(f"    {', '.join(f's{i}' for i in range(n_states))}, = state")
+        targets = ", ".join(f"s{i}" for i in range(n_states))
+        w(f"    ({targets},) = state" if n_states == 1 else f"    {targets} = state")
     for line in body:
         w("    " + line)
     results = [names[id(t)] for t in program.outputs]
