@@ -26,7 +26,7 @@ from ..errors import BadModelFile
 from ..h5reader import config as cfgmod
 from . import activations
 from .activations import celu, elu, leaky_relu
-from .base import CONVERTERS, Layer, Tensor, as_int, converter
+from .base import CONVERTERS, MASK_POLICY, Layer, Tensor, as_int, converter
 
 # ----------------------------------------------------------------------------- step functions
 
@@ -138,12 +138,17 @@ def gru_sequence(x, state, mask, kernel, bias, recurrent_kernel, recurrent_bias,
     z, r = g[:, :units], g[:, units:]
     m = steps_mask(mask, go_backwards) if mask is not None else None
     outs = []
-    for t in range(xw.shape[0]):
+    for t, (xzr_t, xh_t) in enumerate(zip(xzr, xh)):
         np.dot(h, recurrent_kernel, out=hu)
-        np.add(xzr[t], hu_zr, out=g)
+        np.add(xzr_t, hu_zr, out=g)
         gate(g)
-        hh = activation(xh[t] + r * (hu_h + recurrent_bias))
-        h_new = hh + z * (h - hh)
+        hu_h += recurrent_bias  # in place in the step's scratch buffer: no temporaries
+        hu_h *= r
+        hu_h += xh_t
+        hh = activation(hu_h)
+        h_new = h - hh
+        h_new *= z
+        h_new += hh
         h = h_new if m is None else np.where(m[t], h_new, h)
         outs.append(h)
     return rnn_outputs(outs, m, return_sequences, zero_masked), h
@@ -161,12 +166,14 @@ def gru_reset_before_sequence(x, state, mask, kernel, bias, recurrent_kernel, ac
     z, r = g[:, :units], g[:, units:]
     m = steps_mask(mask, go_backwards) if mask is not None else None
     outs = []
-    for t in range(xw.shape[0]):
+    for t, (xzr_t, xh_t) in enumerate(zip(xzr, xh)):
         np.dot(h, u_zr, out=g)
-        g += xzr[t]
+        g += xzr_t
         gate(g)
-        hh = activation(xh[t] + np.dot(r * h, u_h))
-        h_new = hh + z * (h - hh)
+        hh = activation(xh_t + np.dot(r * h, u_h))
+        h_new = h - hh
+        h_new *= z
+        h_new += hh
         h = h_new if m is None else np.where(m[t], h_new, h)
         outs.append(h)
     return rnn_outputs(outs, m, return_sequences, zero_masked), h
@@ -185,11 +192,12 @@ def lstm_sequence(x, state, cell, mask, kernel, bias, recurrent_kernel, activati
     i, f, o = zb[:, :units], zb[:, units : 2 * units], zb[:, 2 * units : 3 * units]
     m = steps_mask(mask, go_backwards) if mask is not None else None
     outs = []
-    for t in range(xw.shape[0]):
+    for t, xw_t in enumerate(xw):
         np.dot(h, recurrent_kernel, out=zb)
-        zb += xw[t]
+        zb += xw_t
         gate(gates)
-        c_new = f * c + i * activation(cand)
+        c_new = f * c
+        c_new += i * activation(cand)
         h_new = o * activation(c_new)
         if m is None:
             c, h = c_new, h_new
@@ -617,11 +625,15 @@ def time_distributed_layer(layer: Layer) -> Tensor:
     cls, cfg = _wrapped(layer, "layer")
     if cls not in CONVERTERS or cfgmod.is_model({"class_name": cls, "config": cfg}):
         raise layer.unsupported(f"TimeDistributed around {cls[:60]}, which is not supported")
+    if x.mask is not None and MASK_POLICY.get(cls) not in ("pass", "drop"):
+        raise layer.unsupported(f"a mask reaching TimeDistributed({cls[:60]}), which Keras hands to the inner layer")
     folded = layer.call(fold_time, x, shape=x.shape[1:], dtype=x.dtype)
     inner = layer.inner(str(cfg.get("name", cls)), cls, cfg, layer.weights, [folded])
     y = CONVERTERS[cls](inner)
     if not isinstance(y, Tensor) or y.shape is None:
         raise layer.unsupported(f"TimeDistributed around {cls[:60]} with several outputs")
+    if y.mask is not None:
+        raise layer.unsupported(f"TimeDistributed around {cls[:60]}, which makes its own mask")
     out = layer.call(unfold_time, y, x, shape=(x.shape[0],) + y.shape, dtype=y.dtype)
     out.mask = x.mask
     return out
