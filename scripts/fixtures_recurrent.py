@@ -202,7 +202,17 @@ def return_state_functional(K, fmt):
     return model, [rand((BATCH, 5, 3), 15), rand((BATCH, 4, 2), 16)]
 
 
+def benchmark_gru(K, fmt):
+    # The benchmark model: (20, 8) -> GRU 32 -> Dense 16 relu -> Dense 4 softmax (scripts/bench_gru.py).
+    if fmt not in ("k2h5", "k3keras"):
+        return None
+    L = K.layers
+    layers = [L.GRU(32), L.Dense(16, activation="relu"), L.Dense(4, activation="softmax")]
+    return seq(K, (20, 8), layers), [rand((BATCH, 20, 8), 18)]
+
+
 BUILDERS = {
+    "benchmark_gru": benchmark_gru,
     "simple_rnn": simple_rnn,
     "gru_reset_after": gru_reset_after,
     "gru_reset_before": gru_reset_before,
