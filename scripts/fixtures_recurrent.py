@@ -85,6 +85,19 @@ def lstm(K, fmt):
     return seq(K, (6, 3), layers), [rand((BATCH, 6, 3), 5)]
 
 
+def rnn_cells(K, fmt):
+    # The generic RNN layer around the built-in cells, also inside Bidirectional.
+    if fmt == "k2keras":
+        return None
+    L = K.layers
+    layers = [
+        L.RNN(L.LSTMCell(4), return_sequences=True),
+        L.Bidirectional(L.RNN(L.SimpleRNNCell(2), return_sequences=True)),
+        L.RNN(L.GRUCell(3, reset_after=False), go_backwards=True),
+    ]
+    return seq(K, (5, 3), layers), [rand((BATCH, 5, 3), 19)]
+
+
 # ----------------------------------------------------------------------------- masks and embeddings
 
 
@@ -217,6 +230,7 @@ BUILDERS = {
     "gru_reset_after": gru_reset_after,
     "gru_reset_before": gru_reset_before,
     "lstm": lstm,
+    "rnn_cells": rnn_cells,
     "masked_lstm": masked_lstm,
     "masked_sequences_out": masked_sequences_out,
     "text_classifier": text_classifier,

@@ -248,7 +248,19 @@ def unfold_time(y, x):
 
 # ----------------------------------------------------------------------------- converters
 
-RNN_CLASSES = ("SimpleRNN", "GRU", "LSTM", "CuDNNGRU", "CuDNNLSTM", "UnifiedGRU", "UnifiedLSTM", "GRUV2", "LSTMV2")
+RNN_CLASSES = (
+    "SimpleRNN",
+    "GRU",
+    "LSTM",
+    "CuDNNGRU",
+    "CuDNNLSTM",
+    "UnifiedGRU",
+    "UnifiedLSTM",
+    "GRUV2",
+    "LSTMV2",
+    "RNN",
+)
+CELLS = ("SimpleRNNCell", "GRUCell", "LSTMCell")
 GATE_COUNT = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}
 MERGES = {"concat": merge_concat, "sum": merge_sum, "mul": merge_mul, "ave": merge_ave}
 
@@ -258,6 +270,21 @@ def _kind(class_name: str) -> str:
         if kind in class_name:
             return kind
     raise BadModelFile(f"{class_name} is not a recurrent layer")
+
+
+def _unwrap_cell(layer: Layer, class_name: str, config: dict) -> tuple[str, dict]:
+    """RNN(LSTMCell(...)) and friends: the cell's config with the RNN's flags, as if it were LSTM(...)."""
+    if class_name != "RNN":
+        return class_name, config
+    cell = config.get("cell")
+    if isinstance(cell, list) or not isinstance(cell, dict):
+        raise layer.unsupported("an RNN around several (stacked) cells")
+    cls = cfgmod.class_of(cell)
+    if cls not in CELLS:
+        raise layer.unsupported(f"an RNN around {cls[:60]}")
+    merged = dict(cfgmod.config_of(cell))
+    merged.update((k, v) for k, v in config.items() if k != "cell")
+    return cls[: -len("Cell")], merged
 
 
 def _candidate_activation(layer: Layer, value: object):
@@ -306,6 +333,7 @@ class RNNSpec:
 
     def __init__(self, layer: Layer, class_name: str, config: dict, weights: list, features: int) -> None:
         self.layer = layer
+        class_name, config = _unwrap_cell(layer, class_name, config)
         self.kind = _kind(class_name)
         cudnn = class_name.startswith("CuDNN")
         get = config.get
@@ -314,8 +342,6 @@ class RNNSpec:
             raise BadModelFile(f"{layer.describe()} has {self.units} units")
         if get("time_major"):
             raise layer.unsupported("time_major=True")
-        if isinstance(get("cell"), dict) or get("cells"):
-            raise layer.unsupported("a generic RNN wrapper around custom or stacked cells")
         self.return_sequences = bool(get("return_sequences", False))
         self.return_state = bool(get("return_state", False))
         self.go_backwards = bool(get("go_backwards", False))
@@ -612,6 +638,8 @@ def bidirectional_layer(layer: Layer):
 
 
 def _weight_count(class_name: str, config: dict) -> int:
+    if class_name == "RNN" and isinstance(config.get("cell"), dict):
+        config = cfgmod.config_of(config["cell"])
     if class_name.startswith("CuDNN"):
         return 3
     return 3 if config.get("use_bias", True) else 2
