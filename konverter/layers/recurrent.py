@@ -111,17 +111,13 @@ def simple_rnn_sequence(x, state, mask, kernel, bias, recurrent_kernel, activati
     go_backwards, return_sequences, zero_masked = options
     xw = project_steps(x, kernel, bias, go_backwards)
     h = start_state(state, x.shape[0], recurrent_kernel.shape[0])
+    m = steps_mask(mask, go_backwards) if mask is not None else None
     outs = []
-    if mask is None:
-        for xw_t in xw:
-            h = activation(xw_t + np.dot(h, recurrent_kernel))
-            outs.append(h)
-    else:
-        m = steps_mask(mask, go_backwards)
-        for xw_t, m_t in zip(xw, m):
-            h = np.where(m_t, activation(xw_t + np.dot(h, recurrent_kernel)), h)
-            outs.append(h)
-    return rnn_outputs(outs, m if mask is not None else None, return_sequences, zero_masked), h
+    for t, xw_t in enumerate(xw):
+        h_new = activation(xw_t + np.dot(h, recurrent_kernel))
+        h = h_new if m is None else np.where(m[t], h_new, h)
+        outs.append(h)
+    return rnn_outputs(outs, m, return_sequences, zero_masked), h
 
 
 def gru_sequence(x, state, mask, kernel, bias, recurrent_kernel, recurrent_bias, activation, gate, options):
@@ -430,65 +426,18 @@ class RNNSpec:
         shapes = [out_shape] + [(self.units,)] * self.state_count
         zero = self.zero_masked if zero_masked is None else zero_masked
         options = (self.go_backwards, self.return_sequences, zero)
-        state = states[0] if states else None
+        inputs = [x] + [states[i] if i < len(states) else None for i in range(self.state_count)] + [mask]
         if self.kind == "SimpleRNN":
-            outs = layer.call_multi(
-                simple_rnn_sequence,
-                x,
-                state,
-                mask,
-                self.kernel,
-                self.bias,
-                self.recurrent_kernel,
-                self.activation,
-                options,
-                shapes=shapes,
-            )
+            fn, weights = simple_rnn_sequence, [self.kernel, self.bias, self.recurrent_kernel, self.activation]
         elif self.kind == "GRU" and self.reset_after:
-            outs = layer.call_multi(
-                gru_sequence,
-                x,
-                state,
-                mask,
-                self.kernel,
-                self.bias,
-                self.recurrent_kernel,
-                self.recurrent_bias,
-                self.activation,
-                self.gate,
-                options,
-                shapes=shapes,
-            )
+            fn = gru_sequence
+            weights = [self.kernel, self.bias, self.recurrent_kernel, self.recurrent_bias, self.activation, self.gate]
         elif self.kind == "GRU":
-            outs = layer.call_multi(
-                gru_reset_before_sequence,
-                x,
-                state,
-                mask,
-                self.kernel,
-                self.bias,
-                self.recurrent_kernel,
-                self.activation,
-                self.gate,
-                options,
-                shapes=shapes,
-            )
+            fn = gru_reset_before_sequence
+            weights = [self.kernel, self.bias, self.recurrent_kernel, self.activation, self.gate]
         else:
-            cell = states[1] if len(states) > 1 else None
-            outs = layer.call_multi(
-                lstm_sequence,
-                x,
-                state,
-                cell,
-                mask,
-                self.kernel,
-                self.bias,
-                self.recurrent_kernel,
-                self.activation,
-                self.gate,
-                options,
-                shapes=shapes,
-            )
+            fn, weights = lstm_sequence, [self.kernel, self.bias, self.recurrent_kernel, self.activation, self.gate]
+        outs = layer.call_multi(fn, *inputs, *weights, options, shapes=shapes)
         return outs[0], outs[1:]
 
 
