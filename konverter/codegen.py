@@ -247,7 +247,7 @@ def generate(program: Program, source_name: str, keras_version: str, source_hash
     tail = f", {finals}" if n_states else ""
     if len(results) == 1 and not program.outputs_as_dict:
         r = results[0]
-        w(f"    return ({r} if batched else {r}[0]){tail}")
+        w(f"    return ({r} if batched else {r}[0]){tail}" if n_states else f"    return {r} if batched else {r}[0]")
     else:
         w(f"    outputs = [{', '.join(results)}]")
         w("    if not batched:")
