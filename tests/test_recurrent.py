@@ -168,6 +168,10 @@ def test_lstm_against_equations_with_mask():
     mask = np.array([[1, 1, 0, 1, 0, 0], [0, 1, 1, 1, 1, 1]], bool)
     args = (spec.kernel, spec.bias, spec.recurrent_kernel, np.tanh, spec.gate)
     seq, h, c = recurrent.lstm_sequence(x, None, None, mask, *args, (False, True, False))
+    # The fused path (activation None: one tanh for all four blocks) computes the same.
+    fused = recurrent.lstm_sequence(x, None, None, mask, *args[:3], None, spec.gate, (False, True, False))
+    for a, b in zip(fused, (seq, h, c)):
+        assert_close(a, b, "fused LSTM")
     for b in range(2):
         kept = x[b][mask[b]].astype(np.float64)
         want, want_h, want_c = reference_lstm(kept, *weights)

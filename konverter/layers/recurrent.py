@@ -177,7 +177,7 @@ def gru_reset_before_sequence(x, state, mask, kernel, bias, recurrent_kernel, ac
 
 def lstm_sequence(x, state, cell, mask, kernel, bias, recurrent_kernel, activation, gate, options):
     # LSTM with columns reordered at conversion to i, f, o, c (the three gates share one call):
-    # c = f*c + i*act(x W_c + h U_c + b_c), h = o*act(c).
+    # c = f*c + i*act(x W_c + h U_c + b_c), h = o*act(c). activation None: tanh fused with sigmoid gates.
     go_backwards, return_sequences, zero_masked = options
     units = recurrent_kernel.shape[0]
     xw = project_steps(x, kernel, bias, go_backwards)
@@ -191,10 +191,18 @@ def lstm_sequence(x, state, cell, mask, kernel, bias, recurrent_kernel, activati
     for t, xw_t in enumerate(xw):
         np.dot(h, recurrent_kernel, out=zb)
         zb += xw_t
-        gate(gates)
-        c_new = f * c
-        c_new += i * activation(cand)
-        h_new = o * activation(c_new)
+        if activation is None:  # tanh + sigmoid (halved weights): one tanh call for all four blocks
+            np.tanh(zb, out=zb)
+            gates *= 0.5
+            gates += 0.5
+            c_new = f * c
+            c_new += i * cand
+            h_new = o * np.tanh(c_new)
+        else:
+            gate(gates)
+            c_new = f * c
+            c_new += i * activation(cand)
+            h_new = o * activation(c_new)
         if m is None:
             c, h = c_new, h_new
         else:
@@ -436,7 +444,10 @@ class RNNSpec:
             fn = gru_reset_before_sequence
             weights = [self.kernel, self.bias, self.recurrent_kernel, self.activation, self.gate]
         else:
-            fn, weights = lstm_sequence, [self.kernel, self.bias, self.recurrent_kernel, self.activation, self.gate]
+            # The common tanh/sigmoid LSTM runs one tanh over all four gate blocks (activation None).
+            fused = self.activation is activations.tanh and self.gate is gate_sigmoid_halved
+            activation = None if fused else self.activation
+            fn, weights = lstm_sequence, [self.kernel, self.bias, self.recurrent_kernel, activation, self.gate]
         outs = layer.call_multi(fn, *inputs, *weights, options, shapes=shapes)
         return outs[0], outs[1:]
 
