@@ -79,6 +79,11 @@ def unsupported_layers(entry: dict, found: list) -> None:
             unsupported_layers(layer, found)
             continue
         if cls in CONVERTERS or cls == "InputLayer":
+            # Wrappers (Bidirectional, TimeDistributed): their inner layers are checked the same way.
+            cfg = cfgmod.config_of(layer)
+            wrapped = [cfg[k] for k in ("layer", "backward_layer") if isinstance(cfg.get(k), dict)]
+            if wrapped:
+                unsupported_layers({"class_name": "Sequential", "config": {"layers": wrapped}}, found)
             continue
         name = cfgmod.name_of(layer)
         registered = layer.get("registered_name")

@@ -324,3 +324,27 @@ def test_generated_recurrent_file_is_deterministic_and_numpy_only(tmp_path):
     assert imports == {"base64", "math", "numpy"}
     # Activations passed to the loops are copied in as plain functions, never referenced by module.
     assert "gru_sequence(" in first and "def gate_sigmoid_halved(" in first and "activations." not in first
+
+
+def test_bad_recurrent_weights_are_bad_files():
+    from konverter.errors import BadModelFile
+
+    base = [_entry("InputLayer", batch_shape=[None, 4, 2])]
+    wrong_kernel = {("rnn",): [np.zeros((3, 6), np.float32), np.zeros((2, 6), np.float32), np.zeros(6, np.float32)]}
+    with pytest.raises(BadModelFile, match="kernel has shape"):
+        build_program(_model(base + [_entry("GRU", units=2, name="rnn")], weights=wrong_kernel))
+    two_row_bias = {
+        ("rnn",): [np.zeros((2, 6), np.float32), np.zeros((2, 6), np.float32), np.zeros((2, 6), np.float32)]
+    }
+    with pytest.raises(BadModelFile, match="contradicts reset_after"):
+        build_program(_model(base + [_entry("GRU", units=2, name="rnn", reset_after=False)], weights=two_row_bias))
+
+
+def test_every_unsupported_wrapped_layer_is_reported_at_once():
+    inp = _entry("InputLayer", batch_shape=[None, 4, 2], name="inp")
+    layers = [inp, _entry("Bidirectional", name="b", layer=_entry("ConvLSTM1D", filters=2, name="conv_lstm"))]
+    layers.append(_entry("TimeDistributed", name="t", layer=_entry("Lambda", function="f", name="lam")))
+    with pytest.raises(UnsupportedModel) as info:
+        build_program(_model(layers))
+    assert "'conv_lstm' (ConvLSTM1D: not supported)" in str(info.value)
+    assert "'lam' (Lambda: runs Python code" in str(info.value)
