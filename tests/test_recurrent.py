@@ -348,3 +348,13 @@ def test_every_unsupported_wrapped_layer_is_reported_at_once():
         build_program(_model(layers))
     assert "'conv_lstm' (ConvLSTM1D: not supported)" in str(info.value)
     assert "'lam' (Lambda: runs Python code" in str(info.value)
+
+
+def test_changing_a_result_does_not_change_the_carried_state(tmp_path):
+    """stateful_bidirectional ends in a stateful GRU: its output IS its state unless copied."""
+    npz = FIXTURES / "stateful" / "stateful_bidirectional__k3h5.npz"
+    module = convert_and_import(npz.with_suffix(".h5"), tmp_path)
+    xs, ys, _ = _stateful_reference(npz)
+    y0 = module.predict(xs[0])
+    y0 += 100.0
+    assert_close(module.predict(xs[1]), ys[1], "after changing the first result")

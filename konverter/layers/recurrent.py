@@ -96,10 +96,9 @@ def start_state(state, batch, units):
 def rnn_outputs(outs, mask, return_sequences, zero_masked):
     # Stack per-step outputs back to (batch, time, units), or take the last processed step.
     if not return_sequences:
-        last = outs[-1]
         if zero_masked and mask is not None:
-            last = np.where(mask[-1], last, 0.0)
-        return last
+            return np.where(mask[-1], outs[-1], 0.0)
+        return outs[-1].copy()  # outs[-1] is also the final state: keep the two outputs independent
     seq = np.stack(outs, axis=1)
     if zero_masked and mask is not None:
         seq = np.where(np.swapaxes(mask, 0, 1), seq, 0.0)
