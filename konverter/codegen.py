@@ -150,11 +150,15 @@ def generate(
             last_use[id(t)] = i
     for t in program.outputs:
         last_use[id(t)] = len(program.ops)
+    for _, final in program.states:
+        last_use[id(final)] = len(program.ops)
 
     names: dict[int, str] = {}
     n_in = len(program.inputs)
     for i, inp in enumerate(program.inputs):
         names[id(inp.tensor)] = f"x{i}"
+    for i, (slot, _) in enumerate(program.states):
+        names[id(slot)] = f"s{i}"
     pool = _Names()
 
     def render(value: Any) -> str:
@@ -164,6 +168,9 @@ def generate(
             return weight_name(value)
         if isinstance(value, list):
             return "[" + ", ".join(render(v) for v in value) + "]"
+        if isinstance(value, types.FunctionType):  # a layer function passed to another (an activation)
+            _dependencies(value, funcs, constants)
+            return value.__name__
         return literal(value)
 
     body: list[str] = []
@@ -207,7 +214,8 @@ def generate(
     w("")
     w("import numpy as np")
     w("")
-    public = ["predict", "INPUT_SHAPE", "OUTPUT_SHAPE"] + (["self_check"] if check is not None else [])
+    public = ["predict"] + (["reset_states"] if program.states else []) + ["INPUT_SHAPE", "OUTPUT_SHAPE"]
+    public += ["self_check"] if check is not None else []
     w("__all__ = [" + ", ".join(f'"{name}"' for name in public) + "]")
     w("")
     w(f"INPUT_NAMES = {literal(in_names)}")
@@ -227,11 +235,15 @@ def generate(
         w(function_source(funcs[name]))
     w("")
     # ----------------------------------------------------------------- predict
-    if n_in == 1:
-        w("def predict(x):")
+    n_states = len(program.states)
+    params = "x" if n_in == 1 else "*inputs"
+    if n_states:
+        _stateful_wrapper(w, params)
+        w(f"def _predict_state({'x' if n_in == 1 else 'inputs'}, state):")
+        w('    """predict() with an explicit state: returns (result, new_state)."""')
     else:
-        w("def predict(*inputs):")
-    w('    """Run the model. See the module docstring for shapes; one sample or a batch."""')
+        w(f"def predict({params}):")
+        w('    """Run the model. See the module docstring for shapes; one sample or a batch."""')
     if n_in == 1:
         w("    x0, batched = as_batch(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
     else:
@@ -242,20 +254,29 @@ def generate(
         w(f"    if len({{{flags}}}) != 1:")
         w('        raise ValueError("give every input as one sample, or every input as a batch")')
         w("    batched = b0")
+    if n_states:
+        w("    if state is None:")
+        w(f"        state = [None] * {n_states}")
+        w(f"    elif not isinstance(state, (list, tuple)) or len(state) != {n_states}:")
+        w(f'        raise ValueError("state must be None or the list of {n_states} arrays that predict returned")')
+        targets = ", ".join(f"s{i}" for i in range(n_states))
+        w(f"    ({targets},) = state" if n_states == 1 else f"    {targets} = state")
     for line in body:
         w("    " + line)
     results = [names[id(t)] for t in program.outputs]
+    finals = "[" + ", ".join(names[id(final)] for _, final in program.states) + "]"
+    tail = f", {finals}" if n_states else ""
     if len(results) == 1 and not program.outputs_as_dict:
         r = results[0]
-        w(f"    return {r} if batched else {r}[0]")
+        w(f"    return ({r} if batched else {r}[0]){tail}" if n_states else f"    return {r} if batched else {r}[0]")
     else:
         w(f"    outputs = [{', '.join(results)}]")
         w("    if not batched:")
         w("        outputs = [y[0] for y in outputs]")
         if program.outputs_as_dict:
-            w("    return dict(zip(OUTPUT_NAMES, outputs))")
+            w(f"    return dict(zip(OUTPUT_NAMES, outputs)){tail}")
         else:
-            w("    return outputs")
+            w(f"    return outputs{tail}")
     w("")
     w("")
     if check is not None:
@@ -301,7 +322,9 @@ def _self_check(w: Callable[[str], None], program: Program, check: SelfCheck) ->
     w("    Returns the largest absolute difference; raises AssertionError when an output differs by")
     w("    more than atol + rtol * |reference|. Confirms on any machine that this file is intact.")
     w('    """')
-    w("    got = predict(" + ", ".join(f"_CHECK_X[{i}]" for i in range(n_in)) + ")")
+    args = ", ".join(f"_CHECK_X[{i}]" for i in range(n_in))
+    # A stateful model is checked from zero state without touching the state predict() carries.
+    w(f"    got = predict({args}, state=None)[0]" if program.states else f"    got = predict({args})")
     if program.outputs_as_dict:
         w("    got = [got[name] for name in OUTPUT_NAMES]")
     elif len(program.outputs) == 1:
@@ -314,6 +337,33 @@ def _self_check(w: Callable[[str], None], program: Program, check: SelfCheck) ->
     w('                f"max abs error {abs_err:.3g}, max rel error {rel_err:.3g} (atol={atol}, rtol={rtol})"')
     w("            )")
     w("    return max(abs_err for abs_err, _, _ in report)")
+    w("")
+    w("")
+
+
+def _stateful_wrapper(w: Callable, params: str) -> None:
+    """Stateful RNNs only: predict() carries the state between calls like Keras; state= makes it explicit."""
+    call = "x" if params == "x" else "inputs"
+    w("_CARRY = object()")
+    w("_carried = [None]  # the state predict() carries between calls (None: zeros)")
+    w("")
+    w("")
+    w("def reset_states():")
+    w('    """Forget the carried state: the next predict() starts from zeros (Keras: reset_states())."""')
+    w("    _carried[0] = None")
+    w("")
+    w("")
+    w(f"def predict({params}, state=_CARRY):")
+    w('    """Run the stateful model; one sample or a batch (see the module docstring).')
+    w("")
+    w("    predict(x) continues from the state the previous call left (zeros at first and after")
+    w("    reset_states()) and returns the result, like Keras's stateful predict. predict(x, state=s)")
+    w("    leaves the carried state alone and returns (result, new_state): s is None (zeros) or a")
+    w('    new_state an earlier call returned (a list of (batch, units) arrays)."""')
+    w("    if state is _CARRY:")
+    w(f"        result, _carried[0] = _predict_state({call}, _carried[0])")
+    w("        return result")
+    w(f"    return _predict_state({call}, state)")
     w("")
     w("")
 
@@ -378,6 +428,9 @@ def _docstring(program: Program, source_name: str, keras_version: str, check: Se
     ]
     if len(program.inputs) > 1:
         lines.append("Several inputs: predict(x0, x1), predict([x0, x1]) or predict({name: x0, ...}).")
+    if program.states:
+        lines.append("Stateful: predict(x) carries the RNN state between calls; reset_states() clears it;")
+        lines.append("predict(x, state=s) returns (result, new_state) and leaves the carried state alone.")
     if len(program.outputs) > 1 or program.outputs_as_dict:
         lines.append("Several outputs: a " + ("dict by name." if program.outputs_as_dict else "list in Keras's order."))
     if check is not None:

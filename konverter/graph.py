@@ -13,6 +13,7 @@ from .errors import BadModelFile, KonverterError, UnsupportedModel
 from .h5reader import ModelFile
 from .h5reader import config as cfgmod
 from .layers import CONVERTERS, Layer, Tensor
+from .layers.base import MASK_POLICY
 
 REFUSED = {
     "Lambda": "runs Python code stored in the file, which Konverter never executes",
@@ -38,6 +39,7 @@ class Program:
     outputs_as_dict: bool
     ops: list = field(default_factory=list)
     layer_count: int = 0
+    states: list = field(default_factory=list)  # stateful RNNs: [state input, final state] Tensor pairs
 
 
 def dtype_name(value: Any) -> str:
@@ -77,6 +79,11 @@ def unsupported_layers(entry: dict, found: list) -> None:
             unsupported_layers(layer, found)
             continue
         if cls in CONVERTERS or cls == "InputLayer":
+            # Wrappers (Bidirectional, TimeDistributed): their inner layers are checked the same way.
+            cfg = cfgmod.config_of(layer)
+            wrapped = [cfg[k] for k in ("layer", "backward_layer") if isinstance(cfg.get(k), dict)]
+            if wrapped:
+                unsupported_layers({"class_name": "Sequential", "config": {"layers": wrapped}}, found)
             continue
         name = cfgmod.name_of(layer)
         registered = layer.get("registered_name")
@@ -102,6 +109,7 @@ class Builder:
         self.ops: list = []
         self.problems: list[str] = []
         self.layer_count = 0
+        self.state_slots: list = []
 
     # ------------------------------------------------------------------ entry point
     def build(self) -> Program:
@@ -118,7 +126,7 @@ class Builder:
             inputs, outputs, names, as_dict = self._top_functional(config)
         if self.problems:
             raise UnsupportedModel("; ".join(self.problems))
-        return Program(name, inputs, outputs, names, as_dict, self.ops, self.layer_count)
+        return Program(name, inputs, outputs, names, as_dict, self.ops, self.layer_count, self.state_slots)
 
     # ------------------------------------------------------------------ Sequential
     def _sequential_input(self, entry: dict) -> tuple[str, tuple, str]:
@@ -295,12 +303,15 @@ class Builder:
             kwargs=kwargs,
             options=self.options,
         )
-        start = len(self.ops)
+        start, start_states = len(self.ops), len(self.state_slots)
         layer.ops = self.ops
+        layer.state_slots = self.state_slots
         try:
             out = CONVERTERS[cls](layer)
+            _apply_mask_policy(layer, out)
         except UnsupportedModel as err:
             del self.ops[start:]
+            del self.state_slots[start_states:]
             self.problems.append(str(err))
             return Tensor(None)
         except KonverterError:
@@ -317,6 +328,20 @@ class Builder:
 
 class _Missing(Exception):
     pass
+
+
+def _apply_mask_policy(layer: Layer, out: Any) -> None:
+    """Keras masks: pass them on, drop them, or refuse a layer whose use of the mask is unknown."""
+    masks = [t.mask for t in _flat([layer.args, layer.kwargs]) if isinstance(t, Tensor) and t.mask is not None]
+    if not masks:
+        return
+    policy = MASK_POLICY.get(layer.class_name)
+    if policy is None:
+        raise layer.unsupported("receives a mask (from Masking or Embedding mask_zero) that Konverter cannot apply")
+    if policy == "pass":
+        for t in out if isinstance(out, list) else [out]:
+            if isinstance(t, Tensor) and t.mask is None:
+                t.mask = masks[0]
 
 
 def _as_ref(value: Any) -> tuple | None:

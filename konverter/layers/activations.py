@@ -259,12 +259,12 @@ def _glu_shape(x: Tensor) -> tuple | None:
 # ----------------------------------------------------------------------------- layers
 
 
-@converter("Activation")
+@converter("Activation", mask="pass")
 def activation_layer(layer: Layer) -> Tensor:
     return apply_activation(layer, layer.input, layer.get("activation"))
 
 
-@converter("ReLU")
+@converter("ReLU", mask="pass")
 def relu_layer(layer: Layer) -> Tensor:
     x = layer.input
     max_value = layer.get("max_value")
@@ -280,20 +280,20 @@ def relu_layer(layer: Layer) -> Tensor:
     return layer.call(relu_general, x, shape=x.shape, negative_slope=slope, max_value=max_value, threshold=threshold)
 
 
-@converter("LeakyReLU")
+@converter("LeakyReLU", mask="pass")
 def leaky_relu_layer(layer: Layer) -> Tensor:
     # Keras 2 calls the slope `alpha`, Keras 3 `negative_slope`; the layer's default is 0.3 in both.
     slope = layer.get("negative_slope", layer.get("alpha", 0.3))
     return layer.call(leaky_relu, layer.input, shape=layer.input.shape, negative_slope=as_float(slope, "slope"))
 
 
-@converter("ELU")
+@converter("ELU", mask="pass")
 def elu_layer(layer: Layer) -> Tensor:
     alpha = as_float(layer.get("alpha", 1.0), "ELU alpha")
     return layer.call(elu, layer.input, shape=layer.input.shape, alpha=alpha)
 
 
-@converter("ThresholdedReLU")
+@converter("ThresholdedReLU", mask="pass")
 def thresholded_relu_layer(layer: Layer) -> Tensor:
     theta = as_float(layer.get("theta", 1.0), "ThresholdedReLU theta")
     x = layer.input
@@ -311,7 +311,7 @@ def softmax_layer(layer: Layer) -> Tensor:
     return layer.call(softmax, x, shape=x.shape, axis=norm[0] if len(norm) == 1 else norm)
 
 
-@converter("PReLU")
+@converter("PReLU", mask="pass")
 def prelu_layer(layer: Layer) -> Tensor:
     x = layer.input
     (alpha,) = layer.expect_weights(None)

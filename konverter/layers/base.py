@@ -24,6 +24,9 @@ class Tensor:
 
     shape: Shape | None
     dtype: str = "float32"
+    # Keras's mask: a Tensor holding a (batch, time) boolean array, set by Masking/Embedding(mask_zero)
+    # and passed on by the layers in MASK_POLICY "pass"; graph.py refuses it reaching any other layer.
+    mask: Tensor | None = None
 
     @property
     def rank(self) -> int:
@@ -52,16 +55,22 @@ class Op:
 
 Converter = Callable[["Layer"], Any]
 CONVERTERS: dict[str, Converter] = {}
+# What a layer does with an incoming Keras mask: "pass" (output keeps the input's mask: Dense,
+# Activation, Dropout...), "drop" (Keras 3 drops it and the math never reads it: Flatten...),
+# "own" (the converter reads `tensor.mask` itself). Layers not listed are refused when a mask reaches them.
+MASK_POLICY: dict[str, str] = {}
 
 
-def converter(*class_names: str) -> Callable[[Converter], Converter]:
-    """Register a converter for Keras class names (aliases included)."""
+def converter(*class_names: str, mask: str | None = None) -> Callable[[Converter], Converter]:
+    """Register a converter for Keras class names (aliases included), with its mask policy."""
 
     def register(fn: Converter) -> Converter:
         for name in class_names:
             if name in CONVERTERS:
                 raise RuntimeError(f"two converters for {name}")
             CONVERTERS[name] = fn
+            if mask is not None:
+                MASK_POLICY[name] = mask
         return fn
 
     return register
@@ -80,6 +89,8 @@ class Layer:
     kwargs: dict  # keyword call arguments (Tensors possible, e.g. MultiHeadAttention key=)
     ops: list = field(default_factory=list)
     options: dict = field(default_factory=dict)  # conversion options (e.g. weight dtype)
+    # Stateful RNNs: [input Tensor, final-state Tensor] pairs that predict() carries between calls.
+    state_slots: list = field(default_factory=list)
 
     # ----- inputs
     @property
@@ -138,6 +149,35 @@ class Layer:
         if not isinstance(axis, int) or isinstance(axis, bool) or not -rank <= axis < rank:
             raise BadModelFile(f"{self.describe()} has axis {axis!r}, invalid for rank {rank}")
         return axis % rank
+
+    def inner(self, name: str, class_name: str, config: dict, weights: list, args: list) -> Layer:
+        """A wrapped layer (TimeDistributed's `layer`) recording into the same program."""
+        return Layer(
+            name=f"{self.name}/{name}",
+            class_name=class_name,
+            config=config,
+            weights=weights,
+            keras_major=self.keras_major,
+            args=args,
+            kwargs={},
+            ops=self.ops,
+            options=self.options,
+            state_slots=self.state_slots,
+        )
+
+    # ----- stateful layers
+    def state_input(self, shape: Shape) -> Tensor:
+        """A state value given to predict() (None before the first call); see `state_output`."""
+        slot = Tensor(tuple(shape))
+        self.state_slots.append([slot, None])
+        return slot
+
+    def state_output(self, slot: Tensor, final: Tensor) -> None:
+        for pair in self.state_slots:
+            if pair[0] is slot:
+                pair[1] = final
+                return
+        raise RuntimeError("state_output for an unknown state slot")
 
     # ----- recording
     def call(self, fn: Callable, *args: Any, shape: Shape | None, dtype: str = "float32", **kwargs: Any) -> Tensor:

@@ -26,7 +26,7 @@ def dense_no_bias(x, kernel):
     return x @ kernel
 
 
-@converter("Dense")
+@converter("Dense", mask="pass")
 def dense_layer(layer: Layer) -> Tensor:
     x = layer.input
     units = as_int(layer.get("units"), "Dense units")
@@ -42,7 +42,7 @@ def dense_layer(layer: Layer) -> Tensor:
     return apply_activation(layer, y, layer.get("activation"))
 
 
-@converter(*IDENTITY_AT_INFERENCE)
+@converter(*IDENTITY_AT_INFERENCE, mask="pass")
 def identity_layer(layer: Layer) -> Tensor:
     layer.expect_weights()
     return layer.input
