@@ -291,6 +291,7 @@ class Builder:
             args=args,
             kwargs=kwargs,
             options=self.options,
+            backend=self.model.backend,
         )
         start = len(self.ops)
         layer.ops = self.ops

@@ -80,6 +80,7 @@ class Layer:
     kwargs: dict  # keyword call arguments (Tensors possible, e.g. MultiHeadAttention key=)
     ops: list = field(default_factory=list)
     options: dict = field(default_factory=dict)  # conversion options (e.g. weight dtype)
+    backend: str = ""  # the writer's Keras backend from the file ("theano" files need flipped conv kernels)
 
     # ----- inputs
     @property

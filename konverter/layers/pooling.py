@@ -1,0 +1,160 @@
+"""Pooling: MaxPooling1D/2D/3D, AveragePooling1D/2D/3D, GlobalMax/GlobalAveragePooling1D/2D/3D.
+
+Non-overlapping windows (strides == pool_size, the usual case) are a reshape and one reduction;
+other strides use the same strided window view as the convolutions. With 'same' padding,
+max pooling ignores the padding and average pooling divides by the number of real cells,
+exactly like TensorFlow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BadModelFile
+from .base import Layer, Tensor, as_int_tuple, converter
+from .conv import conv_padding, pad_spatial, sliding_windows
+
+
+def pool_windows_sum_or_max(x, pool_size, strides, padding, fill, reduce_max):
+    # channels-last x -> (N, *out, C): max or sum over each pooling window (padding holds `fill`).
+    nd = len(pool_size)
+    if tuple(strides) == tuple(pool_size):
+        pads = [conv_padding(x.shape[1 + i], pool_size[i], strides[i], 1, padding) for i in range(nd)]
+        x = pad_spatial(x, pads, fill)
+        out = tuple(x.shape[1 + i] // pool_size[i] for i in range(nd))
+        x = x[(slice(None),) + tuple(slice(0, o * p) for o, p in zip(out, pool_size))]
+        split = (x.shape[0],) + tuple(v for o, p in zip(out, pool_size) for v in (o, p)) + (x.shape[-1],)
+        axes = tuple(range(2, 2 * nd + 1, 2))
+        x = x.reshape(split)
+    else:
+        x = sliding_windows(x, pool_size, strides, (1,) * nd, padding, fill)
+        axes = tuple(range(nd + 1, 2 * nd + 1))
+    return x.max(axis=axes) if reduce_max else x.sum(axis=axes)
+
+
+def max_pool(x, pool_size, strides, padding, channels_first):
+    if channels_first:
+        x = np.moveaxis(x, 1, -1)
+    y = pool_windows_sum_or_max(x, pool_size, strides, padding, -np.inf, True)
+    return np.moveaxis(y, -1, 1) if channels_first else y
+
+
+def average_pool(x, pool_size, strides, padding, channels_first):
+    if channels_first:
+        x = np.moveaxis(x, 1, -1)
+    y = pool_windows_sum_or_max(x, pool_size, strides, padding, 0.0, False)
+    if padding == "same":
+        # Real (unpadded) cells per window: a product of per-axis counts.
+        count = np.ones((), dtype=np.float32)
+        for i in range(len(pool_size)):
+            lo, _ = conv_padding(x.shape[1 + i], pool_size[i], strides[i], 1, padding)
+            start = np.arange(y.shape[1 + i]) * strides[i] - lo
+            cells = np.minimum(start + pool_size[i], x.shape[1 + i]) - np.maximum(start, 0)
+            count = np.multiply.outer(count, cells.astype(np.float32))
+        y /= count[..., None]
+    else:
+        y *= np.float32(1.0 / float(np.prod(pool_size)))
+    return np.moveaxis(y, -1, 1) if channels_first else y
+
+
+def global_max_pool(x, axes, keepdims):
+    return x.max(axis=axes, keepdims=keepdims)
+
+
+def global_average_pool(x, axes, keepdims):
+    return x.mean(axis=axes, keepdims=keepdims)
+
+
+_POOL_RANK = {
+    "MaxPooling1D": 1,
+    "MaxPooling2D": 2,
+    "MaxPooling3D": 3,
+    "AveragePooling1D": 1,
+    "AveragePooling2D": 2,
+    "AveragePooling3D": 3,
+    "GlobalMaxPooling1D": 1,
+    "GlobalMaxPooling2D": 2,
+    "GlobalMaxPooling3D": 3,
+    "GlobalAveragePooling1D": 1,
+    "GlobalAveragePooling2D": 2,
+    "GlobalAveragePooling3D": 3,
+}
+_ALIASES = {
+    "MaxPool1D": "MaxPooling1D",
+    "MaxPool2D": "MaxPooling2D",
+    "MaxPool3D": "MaxPooling3D",
+    "AvgPool1D": "AveragePooling1D",
+    "AvgPool2D": "AveragePooling2D",
+    "AvgPool3D": "AveragePooling3D",
+    "GlobalMaxPool1D": "GlobalMaxPooling1D",
+    "GlobalMaxPool2D": "GlobalMaxPooling2D",
+    "GlobalMaxPool3D": "GlobalMaxPooling3D",
+    "GlobalAvgPool1D": "GlobalAveragePooling1D",
+    "GlobalAvgPool2D": "GlobalAveragePooling2D",
+    "GlobalAvgPool3D": "GlobalAveragePooling3D",
+}
+
+
+def _rank_and_format(layer: Layer) -> tuple[int, bool]:
+    nd = _POOL_RANK[_ALIASES.get(layer.class_name, layer.class_name)]
+    x = layer.input
+    if x.shape is None or len(x.shape) != nd + 1:
+        raise layer.unsupported(f"expects a rank-{nd + 2} input, got shape {x.shape}")
+    data_format = layer.get("data_format") or "channels_last"
+    if data_format not in ("channels_last", "channels_first"):
+        raise layer.unsupported(f"data_format {str(data_format)[:40]!r}")
+    return nd, data_format == "channels_first"
+
+
+@converter(*[n for n in _POOL_RANK if not n.startswith("Global")], *[a for a in _ALIASES if "Global" not in a])
+def pooling_layer(layer: Layer) -> Tensor:
+    nd, channels_first = _rank_and_format(layer)
+    layer.expect_weights()
+
+    def ints(key: str, default) -> tuple:
+        value = as_int_tuple(default if layer.get(key) is None else layer.get(key), f"{layer.class_name} {key}")
+        value = value * nd if len(value) == 1 else value
+        if len(value) != nd or any(v < 1 for v in value):
+            raise BadModelFile(f"{layer.describe()} has an invalid {key} {value}")
+        return value
+
+    # Keras 2 1-D pooling stores pool_size/strides as 1-tuples; strides default to pool_size.
+    pool_size = ints("pool_size", 2)
+    strides = ints("strides", pool_size)
+    padding = layer.get("padding", "valid")
+    if padding not in ("valid", "same"):
+        raise layer.unsupported(f"padding {str(padding)[:40]!r}")
+    x = layer.input
+    spatial = x.shape[1:] if channels_first else x.shape[:-1]
+    out = []
+    for n, p, s in zip(spatial, pool_size, strides):
+        if n is None:
+            out.append(None)
+        elif padding == "same":
+            out.append(-(-n // s))
+        elif n < p:
+            raise BadModelFile(f"{layer.describe()} pools {pool_size} over an input of shape {x.shape}")
+        else:
+            out.append((n - p) // s + 1)
+    channels = x.shape[0] if channels_first else x.shape[-1]
+    shape = (channels, *out) if channels_first else (*out, channels)
+    fn = max_pool if "Max" in layer.class_name else average_pool
+    return layer.call(
+        fn, x, shape=shape, pool_size=pool_size, strides=strides, padding=padding, channels_first=channels_first
+    )
+
+
+@converter(*[n for n in _POOL_RANK if n.startswith("Global")], *[a for a in _ALIASES if "Global" in a])
+def global_pooling_layer(layer: Layer) -> Tensor:
+    nd, channels_first = _rank_and_format(layer)
+    layer.expect_weights()
+    keepdims = bool(layer.get("keepdims", False))
+    x = layer.input
+    axes = tuple(range(2, nd + 2)) if channels_first else tuple(range(1, nd + 1))
+    channels = x.shape[0] if channels_first else x.shape[-1]
+    if keepdims:
+        shape = (channels,) + (1,) * nd if channels_first else (1,) * nd + (channels,)
+    else:
+        shape = (channels,)
+    fn = global_max_pool if "Max" in layer.class_name else global_average_pool
+    return layer.call(fn, x, shape=shape, axes=axes, keepdims=keepdims)
