@@ -262,3 +262,45 @@ def test_upsample_bilinear_half_pixel_centers():
     # separable: resizing rows then columns equals the 2-D result
     rows = upsample_bilinear(img, (2, 1), False)
     close(upsample_bilinear(rows, (1, 3), False), both.astype(np.float64))
+
+
+# ----------------------------------------------------------------------------- Theano-written files
+
+
+def _as_theano_file(src, dst):
+    """A copy of a Keras 2 .h5 fixture as Theano would have written it: backend attr, flipped conv kernels."""
+    import shutil
+
+    import h5py
+
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        f.attrs["backend"] = "theano"
+        kernels = []
+        f["model_weights"].visititems(
+            lambda name, obj: kernels.append(obj) if isinstance(obj, h5py.Dataset) and obj.ndim >= 3 else None
+        )
+        assert kernels
+        for ds in kernels:
+            ds[...] = ds[...][(slice(None, None, -1),) * (ds.ndim - 2)]
+
+
+def test_theano_file_kernels_are_flipped(tmp_path):
+    from conftest import FIXTURES, check_all_modes, convert_and_import, load_reference
+
+    src = FIXTURES / "conv" / "cnn_classifier__k2h5.h5"
+    _as_theano_file(src, tmp_path / "theano.h5")
+    xs, ys = load_reference(src.with_suffix(".npz"))
+    check_all_modes(convert_and_import(tmp_path / "theano.h5", tmp_path), xs, ys, "theano cnn")
+
+
+def test_theano_file_with_depthwise_kernel_is_refused(tmp_path):
+    from conftest import FIXTURES
+
+    from konverter import konvert
+    from konverter.errors import UnsupportedModel
+
+    _as_theano_file(FIXTURES / "conv" / "depthwise__k2h5.h5", tmp_path / "theano.h5")
+    with pytest.raises(UnsupportedModel, match="Theano"):
+        konvert(tmp_path / "theano.h5", tmp_path / "out.py")
+    assert not (tmp_path / "out.py").exists()

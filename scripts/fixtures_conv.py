@@ -1,0 +1,394 @@
+"""Fixtures for the convolution issue: convolutions, pooling, padding/cropping/upsampling, small CNNs.
+
+Run with the fixture virtualenv: `.venv-keras/bin/python scripts/fixtures_conv.py [--only NAME]`.
+Several layers of one kind share a model as parallel branches from one input (a Functional model
+with several outputs), which keeps the fixture count and size small. A builder returns None
+when that Keras cannot build or run the model (TensorFlow on CPU cannot run some channels_first
+convolutions and pooling); nothing is written for that format.
+"""
+
+from __future__ import annotations
+
+from fixturelib import rand, run
+
+BATCH = 3
+
+
+def seq(K, input_shape, layers):
+    return K.Sequential([K.Input(shape=input_shape)] + layers)
+
+
+def branches(K, input_shape, layers, sample=None):
+    """One input, each layer applied to it directly, one output per layer.
+
+    With a `sample`, layers this Keras cannot compute on CPU (some channels_first ops) are left out.
+    """
+    x = K.Input(shape=input_shape)
+    kept = [layer for layer in layers if sample is None or runnable(layer, [sample]) is not None]
+    return K.Model(x, [layer(x) for layer in kept]) if kept else None
+
+
+def runnable(model, inputs):
+    """(model, inputs) if this Keras can compute the model on CPU, else None."""
+    if model is None:
+        return None
+    try:
+        model(inputs if len(inputs) > 1 else inputs[0])
+    except Exception as err:  # noqa: BLE001 - any backend failure means "skip this format"
+        print(f"skipped: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
+        return None
+    return model, inputs
+
+
+# ----------------------------------------------------------------------------- convolutions
+
+
+def conv1d_options(K, fmt):
+    L = K.layers
+    layers = [
+        L.Conv1D(4, 3, padding="valid"),
+        L.Conv1D(4, 3, strides=2, padding="same", activation="relu"),  # odd length 9 -> 5
+        L.Conv1D(3, 2, dilation_rate=2, padding="causal"),
+        L.Conv1D(4, 1, use_bias=False),
+        L.Conv1D(4, 3, padding="same", groups=2, activation="tanh"),
+    ]
+    return runnable(branches(K, (9, 4), layers), [rand((BATCH, 9, 4), 1)])
+
+
+def conv2d_options(K, fmt):
+    L = K.layers
+    layers = [
+        L.Conv2D(4, (3, 2), strides=2, padding="same"),  # 9 x 8: odd and even with stride 2
+        L.Conv2D(3, 3, strides=2, padding="valid"),
+        L.Conv2D(3, 2, strides=2, padding="same"),  # even kernel: the extra pad goes bottom/right
+        L.Conv2D(4, 3, dilation_rate=2, padding="same", activation="relu"),
+        L.Conv2D(3, (2, 3), dilation_rate=(2, 1), padding="valid"),
+        L.Conv2D(6, (2, 3), padding="valid", groups=3, use_bias=False),
+        L.Conv2D(4, 1, activation="sigmoid"),
+        L.Conv2D(2, (1, 3), strides=(1, 2), padding="same"),
+    ]
+    return runnable(branches(K, (9, 8, 3), layers), [rand((BATCH, 9, 8, 3), 2)])
+
+
+def conv3d_options(K, fmt):
+    L = K.layers
+    layers = [
+        L.Conv3D(3, (2, 3, 2), strides=(2, 1, 2), padding="same"),
+        L.Conv3D(2, 2, padding="valid", dilation_rate=(1, 2, 1)),
+        L.Conv3D(4, 3, strides=2, padding="same", groups=2, activation="relu"),
+    ]
+    return runnable(branches(K, (5, 6, 5, 2), layers), [rand((BATCH, 5, 6, 5, 2), 3)])
+
+
+def depthwise(K, fmt):
+    L = K.layers
+    layers = [
+        L.DepthwiseConv2D(3, depth_multiplier=2, strides=2, padding="same", activation="relu"),
+        L.DepthwiseConv2D((2, 3), dilation_rate=2, padding="valid"),
+        L.DepthwiseConv2D(3, padding="same", use_bias=False),
+    ]
+    return runnable(branches(K, (7, 8, 3), layers), [rand((BATCH, 7, 8, 3), 4)])
+
+
+def depthwise1d(K, fmt):
+    L = K.layers
+    layers = [
+        L.DepthwiseConv1D(3, depth_multiplier=2, strides=2, padding="same"),
+        L.DepthwiseConv1D(2, dilation_rate=2, padding="valid", activation="tanh"),
+    ]
+    return runnable(branches(K, (9, 3), layers), [rand((BATCH, 9, 3), 5)])
+
+
+def separable(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(7, 8, 3))
+    a = L.SeparableConv2D(5, 3, strides=2, padding="same", depth_multiplier=2, activation="relu")(x)
+    b = L.SeparableConv2D(4, (2, 3), dilation_rate=2, padding="valid", use_bias=False)(x)
+    s = K.Input(shape=(9, 3))
+    c = L.SeparableConv1D(4, 3, padding="same", depth_multiplier=2)(s)
+    d = L.SeparableConv1D(2, 2, strides=2, padding="valid")(s)
+    return runnable(K.Model([x, s], [a, b, c, d]), [rand((BATCH, 7, 8, 3), 6), rand((BATCH, 9, 3), 7)])
+
+
+def transpose2d(K, fmt):
+    L = K.layers
+    layers = [
+        L.Conv2DTranspose(3, 3, strides=2, padding="same"),
+        L.Conv2DTranspose(2, 3, strides=2, padding="valid", output_padding=1),
+        L.Conv2DTranspose(2, (2, 3), strides=(1, 2), padding="same", output_padding=(0, 1)),
+        L.Conv2DTranspose(2, (3, 2), strides=(2, 3), padding="valid", activation="relu"),
+        L.Conv2DTranspose(2, 3, dilation_rate=2, padding="same", use_bias=False),
+        L.Conv2DTranspose(2, 4, strides=2, padding="same", output_padding=1),
+    ]
+    return runnable(branches(K, (4, 5, 3), layers), [rand((BATCH, 4, 5, 3), 8)])
+
+
+def transpose1d(K, fmt):
+    L = K.layers
+    layers = [
+        L.Conv1DTranspose(3, 3, strides=2, padding="same"),
+        L.Conv1DTranspose(2, 4, strides=3, padding="valid", output_padding=2),
+        L.Conv1DTranspose(2, 3, padding="valid", use_bias=False),
+    ]
+    return runnable(branches(K, (5, 2), layers), [rand((BATCH, 5, 2), 9)])
+
+
+def transpose3d(K, fmt):
+    L = K.layers
+    layers = [
+        L.Conv3DTranspose(2, 3, strides=2, padding="same"),
+        L.Conv3DTranspose(2, (2, 3, 2), strides=(1, 2, 2), padding="valid", output_padding=(0, 1, 1)),
+    ]
+    return runnable(branches(K, (3, 4, 3, 2), layers), [rand((BATCH, 3, 4, 3, 2), 10)])
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def pooling2d(K, fmt):
+    L = K.layers
+    layers = [
+        L.MaxPooling2D(2),  # 7 x 6: the odd row is dropped
+        L.MaxPooling2D(3, strides=2, padding="same"),
+        L.MaxPooling2D((2, 3), strides=(1, 2), padding="valid"),
+        L.MaxPooling2D(2, padding="same"),
+        L.AveragePooling2D(2, padding="same"),  # edge windows divide by their real cell count
+        L.AveragePooling2D(3, strides=2, padding="same"),
+        L.AveragePooling2D((3, 2), strides=(1, 2), padding="valid"),
+        L.AveragePooling2D(4, padding="same"),
+    ]
+    return runnable(branches(K, (7, 6, 3), layers), [rand((BATCH, 7, 6, 3), 11)])
+
+
+def pooling1d3d(K, fmt):
+    L = K.layers
+    x1 = K.Input(shape=(9, 2))
+    x3 = K.Input(shape=(5, 4, 5, 2))
+    outs = [
+        L.MaxPooling1D(2)(x1),
+        L.MaxPooling1D(3, strides=2, padding="same")(x1),
+        L.AveragePooling1D(2, padding="same")(x1),
+        L.AveragePooling1D(3, strides=1, padding="valid")(x1),
+        L.MaxPooling3D(2, padding="same")(x3),
+        L.MaxPooling3D((2, 2, 3), strides=(1, 2, 2))(x3),
+        L.AveragePooling3D(2, padding="same")(x3),
+        L.AveragePooling3D((3, 2, 2), strides=2, padding="valid")(x3),
+    ]
+    return runnable(K.Model([x1, x3], outs), [rand((BATCH, 9, 2), 12), rand((BATCH, 5, 4, 5, 2), 13)])
+
+
+def global_pooling(K, fmt):
+    L = K.layers
+    x1 = K.Input(shape=(6, 3))
+    x2 = K.Input(shape=(5, 4, 3))
+    x3 = K.Input(shape=(3, 4, 2, 3))
+    outs = [
+        L.GlobalMaxPooling1D()(x1),
+        L.GlobalAveragePooling1D()(x1),
+        L.GlobalAveragePooling1D(data_format="channels_first")(x1),
+        L.GlobalMaxPooling2D()(x2),
+        L.GlobalAveragePooling2D(keepdims=True)(x2),
+        L.GlobalMaxPooling2D(data_format="channels_first", keepdims=True)(x2),
+        L.GlobalAveragePooling2D(data_format="channels_first")(x2),
+        L.GlobalMaxPooling3D(keepdims=True)(x3),
+        L.GlobalAveragePooling3D()(x3),
+    ]
+    inputs = [rand((BATCH, 6, 3), 14), rand((BATCH, 5, 4, 3), 15), rand((BATCH, 3, 4, 2, 3), 16)]
+    return runnable(K.Model([x1, x2, x3], outs), inputs)
+
+
+# ----------------------------------------------------------------------------- padding, cropping, upsampling
+
+
+def pad_crop(K, fmt):
+    L = K.layers
+    x1 = K.Input(shape=(7, 2))
+    x2 = K.Input(shape=(5, 6, 2))
+    x3 = K.Input(shape=(4, 5, 4, 2))
+    outs = [
+        L.ZeroPadding1D((1, 2))(x1),
+        L.Cropping1D((2, 1))(x1),
+        L.ZeroPadding2D(((1, 0), (2, 3)))(x2),
+        L.ZeroPadding2D(1)(x2),
+        L.Cropping2D(((1, 2), (0, 3)))(x2),
+        L.Cropping2D(1)(x2),
+        L.ZeroPadding3D(((1, 0), (0, 2), (1, 1)))(x3),
+        L.Cropping3D(((1, 1), (2, 0), (0, 1)))(x3),
+    ]
+    inputs = [rand((BATCH, 7, 2), 17), rand((BATCH, 5, 6, 2), 18), rand((BATCH, 4, 5, 4, 2), 19)]
+    return runnable(K.Model([x1, x2, x3], outs), inputs)
+
+
+def upsampling(K, fmt):
+    L = K.layers
+    x1 = K.Input(shape=(4, 2))
+    x2 = K.Input(shape=(3, 4, 2))
+    x3 = K.Input(shape=(2, 3, 2, 2))
+    outs = [
+        L.UpSampling1D(3)(x1),
+        L.UpSampling2D((2, 3))(x2),
+        L.UpSampling2D(2, interpolation="bilinear")(x2),
+        L.UpSampling2D((3, 2), interpolation="bilinear")(x2),
+        L.UpSampling3D((1, 2, 3))(x3),
+    ]
+    inputs = [rand((BATCH, 4, 2), 20), rand((BATCH, 3, 4, 2), 21), rand((BATCH, 2, 3, 2, 2), 22)]
+    return runnable(K.Model([x1, x2, x3], outs), inputs)
+
+
+# ----------------------------------------------------------------------------- channels_first
+
+
+def channels_first_conv(K, fmt):
+    L = K.layers
+    cf = {"data_format": "channels_first"}
+    layers = [
+        L.Conv2D(4, 3, strides=2, padding="same", **cf),
+        L.DepthwiseConv2D(3, depth_multiplier=2, padding="valid", **cf),
+        L.SeparableConv2D(3, 3, padding="same", **cf),
+        L.Conv2DTranspose(2, 3, strides=2, padding="same", **cf),
+    ]
+    x = rand((BATCH, 3, 6, 5), 23)
+    return runnable(branches(K, (3, 6, 5), layers, x), [x])
+
+
+def channels_first_pooling(K, fmt):
+    L = K.layers
+    cf = {"data_format": "channels_first"}
+    layers = [
+        L.MaxPooling2D(2, **cf),
+        L.MaxPooling2D(3, strides=2, padding="same", **cf),
+        L.AveragePooling2D(3, strides=2, padding="same", **cf),
+        L.AveragePooling2D(2, **cf),
+    ]
+    x = rand((BATCH, 3, 6, 5), 25)
+    return runnable(branches(K, (3, 6, 5), layers, x), [x])
+
+
+def channels_first_reshaping(K, fmt):
+    L = K.layers
+    cf = {"data_format": "channels_first"}
+    layers = [
+        L.ZeroPadding2D(((1, 0), (2, 1)), **cf),
+        L.Cropping2D(((1, 0), (0, 2)), **cf),
+        L.UpSampling2D((2, 1), **cf),
+        L.UpSampling2D(2, interpolation="bilinear", **cf),
+    ]
+    x = K.Input(shape=(2, 4, 5, 3))
+    model = branches(K, (3, 4, 5), layers)
+    model = K.Model(model.inputs + [x], model.outputs + [L.UpSampling3D(2, **cf)(x), L.Cropping3D(1, **cf)(x)])
+    return runnable(model, [rand((BATCH, 3, 4, 5), 26), rand((BATCH, 2, 4, 5, 3), 27)])
+
+
+def flatten_channels_first(K, fmt):
+    # Keras moves channels last before flattening, so the Dense weights see channels-last order.
+    L = K.layers
+    layers = [L.Flatten(data_format="channels_first"), L.Dense(3)]
+    return seq(K, (2, 3, 4), layers), [rand((BATCH, 2, 3, 4), 28)]
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def conv_batchnorm(K, fmt):
+    L = K.layers
+    layers = [
+        L.Conv2D(6, 3, padding="same", use_bias=False),
+        L.BatchNormalization(),
+        L.ReLU(),
+        L.Conv2D(4, 3, strides=2),
+        L.BatchNormalization(),
+        L.Activation("relu"),
+    ]
+    return seq(K, (7, 7, 2), layers), [rand((BATCH, 7, 7, 2), 29)]
+
+
+def cnn_classifier(K, fmt):
+    # The benchmark CNN: 28x28x1 -> Conv 16 -> MaxPool 2 -> Conv 32 -> GlobalAveragePooling -> Dense 10.
+    L = K.layers
+    layers = [
+        L.Conv2D(16, 3, activation="relu"),
+        L.MaxPooling2D(2),
+        L.Conv2D(32, 3, activation="relu"),
+        L.GlobalAveragePooling2D(),
+        L.Dense(10, activation="softmax"),
+    ]
+    return seq(K, (28, 28, 1), layers), [rand((BATCH, 28, 28, 1), 30)]
+
+
+def cnn_flatten(K, fmt):
+    L = K.layers
+    layers = [
+        L.Conv2D(4, 3, padding="same", activation="relu"),
+        L.MaxPooling2D(2),
+        L.Conv2D(6, 3, activation="relu"),
+        L.MaxPooling2D(2, padding="same"),
+        L.Flatten(),
+        L.Dropout(0.5),
+        L.Dense(8, activation="relu"),
+        L.Dense(3, activation="softmax"),
+    ]
+    return seq(K, (12, 11, 1), layers), [rand((BATCH, 12, 11, 1), 31)]
+
+
+def genomics_conv1d(K, fmt):
+    # A dilated Conv1D stack with cropping, as in sequence-to-profile genomics models.
+    L = K.layers
+    layers = [
+        L.Conv1D(6, 5, padding="same", activation="relu"),
+        L.Conv1D(6, 3, dilation_rate=2, padding="same", activation="relu"),
+        L.Conv1D(6, 3, dilation_rate=4, padding="same", activation="relu"),
+        L.Cropping1D((3, 3)),
+        L.Conv1D(2, 1),
+    ]
+    return seq(K, (24, 4), layers), [rand((BATCH, 24, 4), 32)]
+
+
+def residual_separable(K, fmt):
+    # A mini-Xception block: separable convolutions, batch norm, a strided 1x1 shortcut, Add.
+    L = K.layers
+    x = K.Input(shape=(8, 8, 3))
+    y = L.Conv2D(8, 3, padding="same", use_bias=False)(x)
+    y = L.BatchNormalization()(y)
+    y = L.Activation("relu")(y)
+    shortcut = L.Conv2D(16, 1, strides=2, padding="same", use_bias=False)(y)
+    shortcut = L.BatchNormalization()(shortcut)
+    z = L.SeparableConv2D(16, 3, padding="same", use_bias=False)(y)
+    z = L.BatchNormalization()(z)
+    z = L.Activation("relu")(z)
+    z = L.SeparableConv2D(16, 3, padding="same", use_bias=False)(z)
+    z = L.BatchNormalization()(z)
+    z = L.MaxPooling2D(3, strides=2, padding="same")(z)
+    z = L.Add()([z, shortcut])
+    z = L.GlobalAveragePooling2D()(z)
+    out = L.Dense(4, activation="softmax")(z)
+    return K.Model(x, out), [rand((BATCH, 8, 8, 3), 33)]
+
+
+BUILDERS = {
+    "conv1d_options": conv1d_options,
+    "conv2d_options": conv2d_options,
+    "conv3d_options": conv3d_options,
+    "depthwise": depthwise,
+    "depthwise1d": depthwise1d,
+    "separable": separable,
+    "transpose2d": transpose2d,
+    "transpose1d": transpose1d,
+    "transpose3d": transpose3d,
+    "pooling2d": pooling2d,
+    "pooling1d3d": pooling1d3d,
+    "global_pooling": global_pooling,
+    "pad_crop": pad_crop,
+    "upsampling": upsampling,
+    "channels_first_conv": channels_first_conv,
+    "channels_first_pooling": channels_first_pooling,
+    "channels_first_reshaping": channels_first_reshaping,
+    "flatten_channels_first": flatten_channels_first,
+    "conv_batchnorm": conv_batchnorm,
+    "cnn_classifier": cnn_classifier,
+    "cnn_flatten": cnn_flatten,
+    "genomics_conv1d": genomics_conv1d,
+    "residual_separable": residual_separable,
+}
+
+if __name__ == "__main__":
+    run("conv", BUILDERS)
