@@ -23,9 +23,19 @@ def branches(K, input_shape, layers, sample=None):
 
     With a `sample`, layers this Keras cannot compute on CPU (some channels_first ops) are left out.
     """
-    x = K.Input(shape=input_shape)
-    kept = [layer for layer in layers if sample is None or runnable(layer, [sample]) is not None]
-    return K.Model(x, [layer(x) for layer in kept]) if kept else None
+    return multi_branches(K, [(input_shape, layers, sample)])
+
+
+def multi_branches(K, groups):
+    """Several inputs, each with its own parallel layers: groups of (input_shape, layers, sample or None)."""
+    inputs, outputs = [], []
+    for shape, layers, sample in groups:
+        x = K.Input(shape=shape)
+        kept = [layer for layer in layers if sample is None or runnable(layer, [sample]) is not None]
+        if kept:
+            inputs.append(x)
+            outputs += [layer(x) for layer in kept]
+    return K.Model(inputs, outputs) if outputs else None
 
 
 def runnable(model, inputs):
@@ -82,21 +92,17 @@ def conv3d_options(K, fmt):
 
 def depthwise(K, fmt):
     L = K.layers
-    layers = [
+    layers2d = [
         L.DepthwiseConv2D(3, depth_multiplier=2, strides=2, padding="same", activation="relu"),
         L.DepthwiseConv2D((2, 3), dilation_rate=2, padding="valid"),
         L.DepthwiseConv2D(3, padding="same", use_bias=False),
     ]
-    return runnable(branches(K, (7, 8, 3), layers), [rand((BATCH, 7, 8, 3), 4)])
-
-
-def depthwise1d(K, fmt):
-    L = K.layers
-    layers = [
+    layers1d = [
         L.DepthwiseConv1D(3, depth_multiplier=2, strides=2, padding="same"),
         L.DepthwiseConv1D(2, dilation_rate=2, padding="valid", activation="tanh"),
     ]
-    return runnable(branches(K, (9, 3), layers), [rand((BATCH, 9, 3), 5)])
+    model = multi_branches(K, [((7, 8, 3), layers2d, None), ((9, 3), layers1d, None)])
+    return runnable(model, [rand((BATCH, 7, 8, 3), 4), rand((BATCH, 9, 3), 5)])
 
 
 def separable(K, fmt):
@@ -110,44 +116,37 @@ def separable(K, fmt):
     return runnable(K.Model([x, s], [a, b, c, d]), [rand((BATCH, 7, 8, 3), 6), rand((BATCH, 9, 3), 7)])
 
 
-def transpose2d(K, fmt):
+def transpose(K, fmt):
     L = K.layers
-    layers = [
+    layers2d = [
         L.Conv2DTranspose(3, 3, strides=2, padding="same"),
         L.Conv2DTranspose(2, 3, strides=2, padding="valid", output_padding=1),
-        L.Conv2DTranspose(2, (2, 3), strides=(1, 2), padding="same", output_padding=(0, 1)),
+        L.Conv2DTranspose(2, 3, strides=(1, 2), padding="same", output_padding=(0, 1)),
         L.Conv2DTranspose(2, (3, 2), strides=(2, 3), padding="valid", activation="relu"),
         L.Conv2DTranspose(2, 3, dilation_rate=2, padding="same", use_bias=False),
         L.Conv2DTranspose(2, 4, strides=2, padding="same", output_padding=1),
     ]
-    return runnable(branches(K, (4, 5, 3), layers), [rand((BATCH, 4, 5, 3), 8)])
-
-
-def transpose1d(K, fmt):
-    L = K.layers
-    layers = [
+    layers1d = [
         L.Conv1DTranspose(3, 3, strides=2, padding="same"),
         L.Conv1DTranspose(2, 4, strides=3, padding="valid", output_padding=2),
         L.Conv1DTranspose(2, 3, padding="valid", use_bias=False),
     ]
-    return runnable(branches(K, (5, 2), layers), [rand((BATCH, 5, 2), 9)])
-
-
-def transpose3d(K, fmt):
-    L = K.layers
-    layers = [
+    layers3d = [
         L.Conv3DTranspose(2, 3, strides=2, padding="same"),
         L.Conv3DTranspose(2, (2, 3, 2), strides=(1, 2, 2), padding="valid", output_padding=(0, 1, 1)),
     ]
-    return runnable(branches(K, (3, 4, 3, 2), layers), [rand((BATCH, 3, 4, 3, 2), 10)])
+    # Keras 3 on TF CPU cannot run a dilated Conv2DTranspose: that branch is then left out.
+    inputs = [rand((BATCH, 4, 5, 3), 8), rand((BATCH, 5, 2), 9), rand((BATCH, 3, 4, 3, 2), 10)]
+    groups = [(x.shape[1:], layers, x) for x, layers in zip(inputs, [layers2d, layers1d, layers3d])]
+    return runnable(multi_branches(K, groups), inputs)
 
 
 # ----------------------------------------------------------------------------- pooling
 
 
-def pooling2d(K, fmt):
+def pooling(K, fmt):
     L = K.layers
-    layers = [
+    layers2d = [
         L.MaxPooling2D(2),  # 7 x 6: the odd row is dropped
         L.MaxPooling2D(3, strides=2, padding="same"),
         L.MaxPooling2D((2, 3), strides=(1, 2), padding="valid"),
@@ -157,24 +156,21 @@ def pooling2d(K, fmt):
         L.AveragePooling2D((3, 2), strides=(1, 2), padding="valid"),
         L.AveragePooling2D(4, padding="same"),
     ]
-    return runnable(branches(K, (7, 6, 3), layers), [rand((BATCH, 7, 6, 3), 11)])
-
-
-def pooling1d3d(K, fmt):
-    L = K.layers
-    x1 = K.Input(shape=(9, 2))
-    x3 = K.Input(shape=(5, 4, 5, 2))
-    outs = [
-        L.MaxPooling1D(2)(x1),
-        L.MaxPooling1D(3, strides=2, padding="same")(x1),
-        L.AveragePooling1D(2, padding="same")(x1),
-        L.AveragePooling1D(3, strides=1, padding="valid")(x1),
-        L.MaxPooling3D(2, padding="same")(x3),
-        L.MaxPooling3D((2, 2, 3), strides=(1, 2, 2))(x3),
-        L.AveragePooling3D(2, padding="same")(x3),
-        L.AveragePooling3D((3, 2, 2), strides=2, padding="valid")(x3),
+    layers1d = [
+        L.MaxPooling1D(2),
+        L.MaxPooling1D(3, strides=2, padding="same"),
+        L.AveragePooling1D(2, padding="same"),
+        L.AveragePooling1D(3, strides=1, padding="valid"),
     ]
-    return runnable(K.Model([x1, x3], outs), [rand((BATCH, 9, 2), 12), rand((BATCH, 5, 4, 5, 2), 13)])
+    layers3d = [
+        L.MaxPooling3D(2, padding="same"),
+        L.MaxPooling3D((2, 2, 3), strides=(1, 2, 2)),
+        L.AveragePooling3D(2, padding="same"),
+        L.AveragePooling3D((3, 2, 2), strides=2, padding="valid"),
+    ]
+    groups = [((7, 6, 3), layers2d, None), ((9, 2), layers1d, None), ((5, 4, 5, 2), layers3d, None)]
+    inputs = [rand((BATCH, 7, 6, 3), 11), rand((BATCH, 9, 2), 12), rand((BATCH, 5, 4, 5, 2), 13)]
+    return runnable(multi_branches(K, groups), inputs)
 
 
 def global_pooling(K, fmt):
@@ -200,83 +196,53 @@ def global_pooling(K, fmt):
 # ----------------------------------------------------------------------------- padding, cropping, upsampling
 
 
-def pad_crop(K, fmt):
+def pad_crop_upsample(K, fmt):
     L = K.layers
-    x1 = K.Input(shape=(7, 2))
-    x2 = K.Input(shape=(5, 6, 2))
-    x3 = K.Input(shape=(4, 5, 4, 2))
-    outs = [
-        L.ZeroPadding1D((1, 2))(x1),
-        L.Cropping1D((2, 1))(x1),
-        L.ZeroPadding2D(((1, 0), (2, 3)))(x2),
-        L.ZeroPadding2D(1)(x2),
-        L.Cropping2D(((1, 2), (0, 3)))(x2),
-        L.Cropping2D(1)(x2),
-        L.ZeroPadding3D(((1, 0), (0, 2), (1, 1)))(x3),
-        L.Cropping3D(((1, 1), (2, 0), (0, 1)))(x3),
+    layers1d = [L.ZeroPadding1D((1, 2)), L.Cropping1D((2, 1)), L.UpSampling1D(3)]
+    layers2d = [
+        L.ZeroPadding2D(((1, 0), (2, 3))),
+        L.ZeroPadding2D(1),
+        L.Cropping2D(((1, 2), (0, 3))),
+        L.Cropping2D(1),
+        L.UpSampling2D((2, 3)),
+        L.UpSampling2D(2, interpolation="bilinear"),
+        L.UpSampling2D((3, 2), interpolation="bilinear"),
     ]
+    layers3d = [
+        L.ZeroPadding3D(((1, 0), (0, 2), (1, 1))),
+        L.Cropping3D(((1, 1), (2, 0), (0, 1))),
+        L.UpSampling3D((1, 2, 3)),
+    ]
+    groups = [((7, 2), layers1d, None), ((5, 6, 2), layers2d, None), ((4, 5, 4, 2), layers3d, None)]
     inputs = [rand((BATCH, 7, 2), 17), rand((BATCH, 5, 6, 2), 18), rand((BATCH, 4, 5, 4, 2), 19)]
-    return runnable(K.Model([x1, x2, x3], outs), inputs)
-
-
-def upsampling(K, fmt):
-    L = K.layers
-    x1 = K.Input(shape=(4, 2))
-    x2 = K.Input(shape=(3, 4, 2))
-    x3 = K.Input(shape=(2, 3, 2, 2))
-    outs = [
-        L.UpSampling1D(3)(x1),
-        L.UpSampling2D((2, 3))(x2),
-        L.UpSampling2D(2, interpolation="bilinear")(x2),
-        L.UpSampling2D((3, 2), interpolation="bilinear")(x2),
-        L.UpSampling3D((1, 2, 3))(x3),
-    ]
-    inputs = [rand((BATCH, 4, 2), 20), rand((BATCH, 3, 4, 2), 21), rand((BATCH, 2, 3, 2, 2), 22)]
-    return runnable(K.Model([x1, x2, x3], outs), inputs)
+    return runnable(multi_branches(K, groups), inputs)
 
 
 # ----------------------------------------------------------------------------- channels_first
 
 
-def channels_first_conv(K, fmt):
+def channels_first(K, fmt):
+    # Every channels_first layer that this Keras can run on CPU, side by side.
     L = K.layers
     cf = {"data_format": "channels_first"}
-    layers = [
+    layers2d = [
         L.Conv2D(4, 3, strides=2, padding="same", **cf),
         L.DepthwiseConv2D(3, depth_multiplier=2, padding="valid", **cf),
         L.SeparableConv2D(3, 3, padding="same", **cf),
         L.Conv2DTranspose(2, 3, strides=2, padding="same", **cf),
-    ]
-    x = rand((BATCH, 3, 6, 5), 23)
-    return runnable(branches(K, (3, 6, 5), layers, x), [x])
-
-
-def channels_first_pooling(K, fmt):
-    L = K.layers
-    cf = {"data_format": "channels_first"}
-    layers = [
         L.MaxPooling2D(2, **cf),
         L.MaxPooling2D(3, strides=2, padding="same", **cf),
         L.AveragePooling2D(3, strides=2, padding="same", **cf),
         L.AveragePooling2D(2, **cf),
-    ]
-    x = rand((BATCH, 3, 6, 5), 25)
-    return runnable(branches(K, (3, 6, 5), layers, x), [x])
-
-
-def channels_first_reshaping(K, fmt):
-    L = K.layers
-    cf = {"data_format": "channels_first"}
-    layers = [
         L.ZeroPadding2D(((1, 0), (2, 1)), **cf),
         L.Cropping2D(((1, 0), (0, 2)), **cf),
         L.UpSampling2D((2, 1), **cf),
         L.UpSampling2D(2, interpolation="bilinear", **cf),
     ]
-    x = K.Input(shape=(2, 4, 5, 3))
-    model = branches(K, (3, 4, 5), layers)
-    model = K.Model(model.inputs + [x], model.outputs + [L.UpSampling3D(2, **cf)(x), L.Cropping3D(1, **cf)(x)])
-    return runnable(model, [rand((BATCH, 3, 4, 5), 26), rand((BATCH, 2, 4, 5, 3), 27)])
+    layers3d = [L.UpSampling3D(2, **cf), L.Cropping3D(1, **cf), L.ZeroPadding3D((1, 0, 2), **cf)]
+    x2, x3 = rand((BATCH, 3, 6, 5), 23), rand((BATCH, 2, 4, 5, 3), 27)
+    model = multi_branches(K, [((3, 6, 5), layers2d, x2), ((2, 4, 5, 3), layers3d, x3)])
+    return runnable(model, [x2, x3])
 
 
 def flatten_channels_first(K, fmt):
@@ -369,19 +335,12 @@ BUILDERS = {
     "conv2d_options": conv2d_options,
     "conv3d_options": conv3d_options,
     "depthwise": depthwise,
-    "depthwise1d": depthwise1d,
     "separable": separable,
-    "transpose2d": transpose2d,
-    "transpose1d": transpose1d,
-    "transpose3d": transpose3d,
-    "pooling2d": pooling2d,
-    "pooling1d3d": pooling1d3d,
+    "transpose": transpose,
+    "pooling": pooling,
     "global_pooling": global_pooling,
-    "pad_crop": pad_crop,
-    "upsampling": upsampling,
-    "channels_first_conv": channels_first_conv,
-    "channels_first_pooling": channels_first_pooling,
-    "channels_first_reshaping": channels_first_reshaping,
+    "pad_crop_upsample": pad_crop_upsample,
+    "channels_first": channels_first,
     "flatten_channels_first": flatten_channels_first,
     "conv_batchnorm": conv_batchnorm,
     "cnn_classifier": cnn_classifier,
