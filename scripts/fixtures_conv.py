@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fixturelib import rand, run
 
-BATCH = 3
+BATCH = 2
 
 
 def seq(K, input_shape, layers):
