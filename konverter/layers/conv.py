@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BadModelFile
-from .activations import apply_activation
+from .activations import activation_name, apply_activation
 from .base import Layer, Tensor, as_int, as_int_tuple, converter
 
 # ----------------------------------------------------------------------------- geometry
@@ -60,6 +60,15 @@ def sliding_windows(x, kernel_size, strides, dilation, padding, fill):
     return np.lib.stride_tricks.as_strided(x, shape, view_strides, writeable=False)
 
 
+def merge_last_tap_axis(windows):
+    # The last kernel axis and the channels are one contiguous run in memory when undilated;
+    # viewing them as one axis makes the im2col copy about 1.6x faster (fewer, longer inner loops).
+    if windows.strides[-2] != windows.strides[-1] * windows.shape[-1]:
+        return windows
+    shape = windows.shape[:-2] + (windows.shape[-2] * windows.shape[-1],)
+    return np.lib.stride_tricks.as_strided(windows, shape, windows.strides[:-2] + windows.strides[-1:], writeable=False)
+
+
 def conv_transpose_geometry(length, k, stride, dilation, padding, output_padding):
     # (output length, cropped at the start) of a TF/Keras transposed convolution along one axis.
     span = (k - 1) * dilation + 1
@@ -74,7 +83,16 @@ def conv_transpose_geometry(length, k, stride, dilation, padding, output_padding
 # ----------------------------------------------------------------------------- NumPy functions
 
 
-def conv(x, kernel, bias, kernel_size, strides, dilation, padding, channels_first):
+def finish_conv(y, bias, relu, channels_first):
+    # y is a fresh array, so bias and ReLU go in place (no extra full-size temporaries).
+    if bias is not None:
+        y += bias
+    if relu:
+        np.maximum(y, 0.0, out=y)
+    return np.moveaxis(y, -1, 1) if channels_first else y
+
+
+def conv(x, kernel, bias, kernel_size, strides, dilation, padding, channels_first, relu=False):
     # kernel: (taps * C, F) = Keras's (*kernel_size, C, F) reshaped, so one matmul does the layer.
     if channels_first:
         x = np.moveaxis(x, 1, -1)
@@ -83,13 +101,11 @@ def conv(x, kernel, bias, kernel_size, strides, dilation, padding, channels_firs
     else:
         windows = sliding_windows(x, kernel_size, strides, dilation, padding, 0.0)
         lead = windows.shape[: x.ndim - 1]
-        y = (windows.reshape(-1, kernel.shape[0]) @ kernel).reshape(lead + (kernel.shape[1],))
-    if bias is not None:
-        y += bias
-    return np.moveaxis(y, -1, 1) if channels_first else y
+        y = (merge_last_tap_axis(windows).reshape(-1, kernel.shape[0]) @ kernel).reshape(lead + (kernel.shape[1],))
+    return finish_conv(y, bias, relu, channels_first)
 
 
-def conv_grouped(x, kernel, bias, kernel_size, strides, dilation, padding, channels_first):
+def conv_grouped(x, kernel, bias, kernel_size, strides, dilation, padding, channels_first, relu=False):
     # kernel: (groups, taps * C/groups, F/groups); group g reads channels and writes filters of block g.
     if channels_first:
         x = np.moveaxis(x, 1, -1)
@@ -99,12 +115,10 @@ def conv_grouped(x, kernel, bias, kernel_size, strides, dilation, padding, chann
     taps = depth // (x.shape[-1] // groups)
     cols = windows.reshape(-1, taps, groups, x.shape[-1] // groups).transpose(2, 0, 1, 3).reshape(groups, -1, depth)
     y = np.matmul(cols, kernel).transpose(1, 0, 2).reshape(lead + (groups * per_group,))
-    if bias is not None:
-        y += bias
-    return np.moveaxis(y, -1, 1) if channels_first else y
+    return finish_conv(y, bias, relu, channels_first)
 
 
-def depthwise_conv(x, kernel, bias, kernel_size, strides, dilation, padding, channels_first):
+def depthwise_conv(x, kernel, bias, kernel_size, strides, dilation, padding, channels_first, relu=False):
     # kernel: (taps, C, multiplier); output channel c * multiplier + m, like TensorFlow.
     if channels_first:
         x = np.moveaxis(x, 1, -1)
@@ -119,23 +133,21 @@ def depthwise_conv(x, kernel, bias, kernel_size, strides, dilation, padding, cha
         else:
             y += term
     y = y.reshape(lead + (kernel.shape[1] * kernel.shape[2],))
-    if bias is not None:
-        y += bias
-    return np.moveaxis(y, -1, 1) if channels_first else y
+    return finish_conv(y, bias, relu, channels_first)
 
 
-def separable_conv(x, depthwise, pointwise, bias, kernel_size, strides, dilation, padding, channels_first):
+def separable_conv(x, depthwise, pointwise, bias, kernel_size, strides, dilation, padding, channels_first, relu=False):
     # Depthwise (no bias) then a 1x1 convolution; pointwise: (C * multiplier, F).
     if channels_first:
         x = np.moveaxis(x, 1, -1)
-    y = depthwise_conv(x, depthwise, None, kernel_size, strides, dilation, padding, False)
+    y = depthwise_conv(x, depthwise, None, kernel_size, strides, dilation, padding, False, False)
     y = (y.reshape(-1, y.shape[-1]) @ pointwise).reshape(y.shape[:-1] + (pointwise.shape[1],))
-    if bias is not None:
-        y += bias
-    return np.moveaxis(y, -1, 1) if channels_first else y
+    return finish_conv(y, bias, relu, channels_first)
 
 
-def conv_transpose(x, kernel, bias, kernel_size, strides, dilation, padding, output_padding, channels_first):
+def conv_transpose(
+    x, kernel, bias, kernel_size, strides, dilation, padding, output_padding, channels_first, relu=False
+):
     # kernel: (C, taps * F). One matmul gives every tap's contribution; each tap is then added
     # into the output at its strided offset (TensorFlow's gradient-of-convolution layout, cropped).
     if channels_first:
@@ -169,9 +181,7 @@ def conv_transpose(x, kernel, bias, kernel_size, strides, dilation, padding, out
             dst.append(slice(offset + first * strides[i], offset + (stop - 1) * strides[i] + 1, strides[i]))
         else:  # every axis has at least one input landing inside the cropped output
             y[(slice(None),) + tuple(dst)] += z[(slice(None),) + tuple(src) + tap]
-    if bias is not None:
-        y += bias
-    return np.moveaxis(y, -1, 1) if channels_first else y
+    return finish_conv(y, bias, relu, channels_first)
 
 
 # ----------------------------------------------------------------------------- converters
@@ -259,6 +269,14 @@ def _flip(layer: Layer, kernel: np.ndarray, nd: int) -> np.ndarray:
     return kernel
 
 
+def activate(layer: Layer, fn, *args, shape: tuple, **kwargs) -> Tensor:
+    """Record a convolution and its activation; ReLU is fused into the call (in place, one pass less)."""
+    value = layer.get("activation")
+    if activation_name(value, layer) == "relu":
+        return layer.call(fn, *args, shape=shape, relu=True, **kwargs)
+    return apply_activation(layer, layer.call(fn, *args, shape=shape, **kwargs), value)
+
+
 def _positive(layer: Layer, key: str, default: int | None = None) -> int:
     value = as_int(layer.get(key, default), f"{layer.class_name} {key}")
     if value < 1:
@@ -284,13 +302,13 @@ def conv_layer(layer: Layer) -> Tensor:
     shape = _out_shape(layer, options, filters)
     if groups == 1:
         kernel = kernel.reshape(-1, filters)
-        y = layer.call(conv, layer.input, kernel, bias, shape=shape, **options)
+        return activate(layer, conv, layer.input, kernel, bias, shape=shape, **options)
     else:
         taps = int(np.prod(options["kernel_size"]))
         per_group = filters // groups
         kernel = kernel.reshape(taps * (channels // groups), groups, per_group).transpose(1, 0, 2)
-        y = layer.call(conv_grouped, layer.input, np.ascontiguousarray(kernel), bias, shape=shape, **options)
-    return apply_activation(layer, y, layer.get("activation"))
+        kernel = np.ascontiguousarray(kernel)
+        return activate(layer, conv_grouped, layer.input, kernel, bias, shape=shape, **options)
 
 
 def _depthwise_kernel(layer: Layer, options: dict, channels: int, multiplier: int, index: int) -> np.ndarray:
@@ -311,8 +329,7 @@ def depthwise_conv_layer(layer: Layer) -> Tensor:
     kernel = _depthwise_kernel(layer, options, channels, multiplier, 0)
     bias = layer.weights[1] if use_bias else None
     shape = _out_shape(layer, options, channels * multiplier)
-    y = layer.call(depthwise_conv, layer.input, kernel, bias, shape=shape, **options)
-    return apply_activation(layer, y, layer.get("activation"))
+    return activate(layer, depthwise_conv, layer.input, kernel, bias, shape=shape, **options)
 
 
 @converter("SeparableConv1D", "SeparableConv2D")
@@ -328,8 +345,7 @@ def separable_conv_layer(layer: Layer) -> Tensor:
     pointwise = layer.weights[1].reshape(channels * multiplier, filters)
     bias = layer.weights[2] if use_bias else None
     shape = _out_shape(layer, options, filters)
-    y = layer.call(separable_conv, layer.input, depthwise, pointwise, bias, shape=shape, **options)
-    return apply_activation(layer, y, layer.get("activation"))
+    return activate(layer, separable_conv, layer.input, depthwise, pointwise, bias, shape=shape, **options)
 
 
 @converter("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
@@ -373,5 +389,4 @@ def conv_transpose_layer(layer: Layer) -> Tensor:
         )
         out.append(size)
     shape = (filters, *out) if options["channels_first"] else (*out, filters)
-    y = layer.call(conv_transpose, x, kernel, bias, shape=shape, output_padding=output_padding, **options)
-    return apply_activation(layer, y, layer.get("activation"))
+    return activate(layer, conv_transpose, x, kernel, bias, shape=shape, output_padding=output_padding, **options)

@@ -1,7 +1,7 @@
 """Pooling: MaxPooling1D/2D/3D, AveragePooling1D/2D/3D, GlobalMax/GlobalAveragePooling1D/2D/3D.
 
-Non-overlapping windows (strides == pool_size, the usual case) are a reshape and one reduction;
-other strides use the same strided window view as the convolutions. With 'same' padding,
+Windows are boxes, so pooling reduces one spatial axis at a time with one strided slice per
+pool tap (2 + 2 elementwise ops for a 3x3 pool, no pixel loops). With 'same' padding,
 max pooling ignores the padding and average pooling divides by the number of real cells,
 exactly like TensorFlow.
 """
@@ -12,37 +12,42 @@ import numpy as np
 
 from ..errors import BadModelFile
 from .base import Layer, Tensor, as_int_tuple, converter
-from .conv import conv_padding, pad_spatial, sliding_windows
+from .conv import conv_padding, pad_spatial
 
 
-def pool_windows_sum_or_max(x, pool_size, strides, padding, fill, reduce_max):
-    # channels-last x -> (N, *out, C): max or sum over each pooling window (padding holds `fill`).
+def pool_reduce(x, pool_size, strides, padding, fill, reduce_max):
+    # channels-last x -> (N, *out, C): max or sum over each window (padding holds `fill`).
+    # Box windows are separable: reduce one spatial axis at a time, one strided slice per tap.
     nd = len(pool_size)
-    if tuple(strides) == tuple(pool_size):
-        pads = [conv_padding(x.shape[1 + i], pool_size[i], strides[i], 1, padding) for i in range(nd)]
-        x = pad_spatial(x, pads, fill)
-        out = tuple(x.shape[1 + i] // pool_size[i] for i in range(nd))
-        x = x[(slice(None),) + tuple(slice(0, o * p) for o, p in zip(out, pool_size))]
-        split = (x.shape[0],) + tuple(v for o, p in zip(out, pool_size) for v in (o, p)) + (x.shape[-1],)
-        axes = tuple(range(2, 2 * nd + 1, 2))
-        x = x.reshape(split)
-    else:
-        x = sliding_windows(x, pool_size, strides, (1,) * nd, padding, fill)
-        axes = tuple(range(nd + 1, 2 * nd + 1))
-    return x.max(axis=axes) if reduce_max else x.sum(axis=axes)
+    pads = [conv_padding(x.shape[1 + i], pool_size[i], strides[i], 1, padding) for i in range(nd)]
+    y = pad_spatial(x, pads, fill)
+    for i in range(nd):
+        p, s = pool_size[i], strides[i]
+        span = (y.shape[1 + i] - p) // s * s + 1  # input cells from the first to the last window start
+        index = [slice(None)] * y.ndim
+        index[1 + i] = slice(0, span, s)
+        acc = y[tuple(index)].copy()
+        for t in range(1, p):
+            index[1 + i] = slice(t, t + span, s)
+            if reduce_max:
+                np.maximum(acc, y[tuple(index)], out=acc)
+            else:
+                acc += y[tuple(index)]
+        y = acc
+    return y
 
 
 def max_pool(x, pool_size, strides, padding, channels_first):
     if channels_first:
         x = np.moveaxis(x, 1, -1)
-    y = pool_windows_sum_or_max(x, pool_size, strides, padding, -np.inf, True)
+    y = pool_reduce(x, pool_size, strides, padding, -np.inf, True)
     return np.moveaxis(y, -1, 1) if channels_first else y
 
 
 def average_pool(x, pool_size, strides, padding, channels_first):
     if channels_first:
         x = np.moveaxis(x, 1, -1)
-    y = pool_windows_sum_or_max(x, pool_size, strides, padding, 0.0, False)
+    y = pool_reduce(x, pool_size, strides, padding, 0.0, False)
     if padding == "same":
         # Real (unpadded) cells per window: a product of per-axis counts.
         count = np.ones((), dtype=np.float32)
