@@ -309,6 +309,22 @@ def genomics_conv1d(K, fmt):
     return seq(K, (24, 4), layers), [rand((BATCH, 24, 4), 32)]
 
 
+def fully_convolutional(K, fmt):
+    # Unknown spatial sizes (None): every size is computed at predict time.
+    L = K.layers
+    x = K.Input(shape=(None, None, 3))
+    y = L.Conv2D(4, 3, strides=2, padding="same", activation="relu")(x)
+    y = L.MaxPooling2D(2, padding="same")(y)
+    y = L.DepthwiseConv2D(3, padding="same")(y)
+    y = L.UpSampling2D(2, interpolation="bilinear")(y)
+    y = L.Conv2DTranspose(2, 3, strides=2, padding="same")(y)
+    s = K.Input(shape=(None, 2))
+    z = L.Conv1D(3, 3, dilation_rate=2, padding="causal")(s)
+    z = L.AveragePooling1D(2, padding="same")(z)
+    z = L.Cropping1D((1, 0))(z)
+    return K.Model([x, s], [y, z]), [rand((BATCH, 7, 6, 3), 34), rand((BATCH, 11, 2), 35)]
+
+
 def residual_separable(K, fmt):
     # A mini-Xception block: separable convolutions, batch norm, a strided 1x1 shortcut, Add.
     L = K.layers
@@ -346,6 +362,7 @@ BUILDERS = {
     "cnn_classifier": cnn_classifier,
     "cnn_flatten": cnn_flatten,
     "genomics_conv1d": genomics_conv1d,
+    "fully_convolutional": fully_convolutional,
     "residual_separable": residual_separable,
 }
 
