@@ -13,6 +13,7 @@ from .errors import BadModelFile, KonverterError, UnsupportedModel
 from .h5reader import ModelFile
 from .h5reader import config as cfgmod
 from .layers import CONVERTERS, Layer, Tensor
+from .layers.base import PROGRAM_PASSES
 
 REFUSED = {
     "Lambda": "runs Python code stored in the file, which Konverter never executes",
@@ -118,6 +119,8 @@ class Builder:
             inputs, outputs, names, as_dict = self._top_functional(config)
         if self.problems:
             raise UnsupportedModel("; ".join(self.problems))
+        for program_pass in PROGRAM_PASSES:
+            program_pass(self.ops, outputs)
         return Program(name, inputs, outputs, names, as_dict, self.ops, self.layer_count)
 
     # ------------------------------------------------------------------ Sequential

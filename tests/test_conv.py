@@ -304,3 +304,52 @@ def test_theano_file_with_depthwise_kernel_is_refused(tmp_path):
     with pytest.raises(UnsupportedModel, match="Theano"):
         konvert(tmp_path / "theano.h5", tmp_path / "out.py")
     assert not (tmp_path / "out.py").exists()
+
+
+# ----------------------------------------------------------------------------- conv -> max pool rewrite
+
+
+def _conv_pool_ops(extra_consumer: bool):
+    from konverter.layers.base import Const, Op, Tensor
+
+    x, t, u = Tensor((6, 6, 2)), Tensor((4, 4, 3)), Tensor((2, 2, 3))
+    geometry = {"kernel_size": (3, 3), "strides": (1, 1), "dilation": (1, 1), "padding": "valid"}
+    bias = Const(rand(3))
+    ops = [
+        Op(conv, (x, Const(rand(18, 3)), bias), {"relu": True, **geometry, "channels_first": False}, (t,)),
+        Op(max_pool, (t,), {"pool_size": (2, 2), "strides": (2, 2), "padding": "valid", "channels_first": False}, (u,)),
+    ]
+    outputs = [u]
+    if extra_consumer:
+        outputs.append(t)
+    return ops, outputs, bias
+
+
+def test_pool_before_bias_relu_rewrites_a_private_conv_output():
+    from konverter.layers.pooling import pool_before_bias_relu
+
+    ops, outputs, bias = _conv_pool_ops(extra_consumer=False)
+    pool_before_bias_relu(ops, outputs)
+    assert ops[0].args[2] is None and "relu" not in ops[0].kwargs
+    assert ops[1].kwargs["bias"] is bias and ops[1].kwargs["relu"] is True
+
+
+def test_pool_before_bias_relu_leaves_a_shared_conv_output_alone():
+    from konverter.layers.pooling import pool_before_bias_relu
+
+    ops, outputs, bias = _conv_pool_ops(extra_consumer=True)
+    pool_before_bias_relu(ops, outputs)
+    assert ops[0].args[2] is bias and ops[0].kwargs["relu"] is True
+    assert "bias" not in ops[1].kwargs
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_max_pool_after_bias_relu_is_bit_identical(padding, channels_first):
+    x, kernel, bias = rand(2, 7, 8, 3), rand(3, 3, 3, 4).reshape(-1, 4), rand(4)
+    if channels_first:
+        x = np.moveaxis(x, -1, 1)
+    args = ((3, 3), (1, 1), (1, 1), padding, channels_first)
+    before = max_pool(conv(x, kernel, bias, *args, relu=True), (3, 2), (2, 2), "same", channels_first)
+    after = max_pool(conv(x, kernel, None, *args), (3, 2), (2, 2), "same", channels_first, bias=bias, relu=True)
+    assert np.array_equal(before, after)

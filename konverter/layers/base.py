@@ -54,6 +54,11 @@ Converter = Callable[["Layer"], Any]
 CONVERTERS: dict[str, Converter] = {}
 
 
+# Rewrites of the whole op list, run once every layer is converted (all consumers known):
+# pass(ops, outputs) edits `ops` in place and must leave every result unchanged bit for bit.
+PROGRAM_PASSES: list[Callable[[list, list], None]] = []
+
+
 def converter(*class_names: str) -> Callable[[Converter], Converter]:
     """Register a converter for Keras class names (aliases included)."""
 

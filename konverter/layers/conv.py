@@ -43,30 +43,29 @@ def pad_spatial(x, pads, fill):
     return out
 
 
-def sliding_windows(x, kernel_size, strides, dilation, padding, fill):
+def sliding_windows(x, kernel_size, strides, dilation, padding, fill, merge_taps=False):
     # A read-only view (N, *out, *kernel_size, C) of every window of the padded channels-last x.
-    nd = len(kernel_size)
-    pads = [conv_padding(x.shape[1 + i], kernel_size[i], strides[i], dilation[i], padding) for i in range(nd)]
-    x = pad_spatial(x, pads, fill)
-    out = tuple((x.shape[1 + i] - (kernel_size[i] - 1) * dilation[i] - 1) // strides[i] + 1 for i in range(nd))
+    # merge_taps: when the last kernel axis is undilated, it and the channels are one contiguous
+    # run in memory; viewing them as one axis (N, *out, *kernel_size[:-1], k * C) makes the
+    # im2col copy about 1.6x faster (fewer, longer inner loops), in the same element order.
+    if padding != "valid":
+        pads = [conv_padding(n, k, s, d, padding) for n, k, s, d in zip(x.shape[1:-1], kernel_size, strides, dilation)]
+        x = pad_spatial(x, pads, fill)
     step = x.strides
-    view_strides = (
-        (step[0],)
-        + tuple(step[1 + i] * strides[i] for i in range(nd))
-        + tuple(step[1 + i] * dilation[i] for i in range(nd))
-        + (step[-1],)
-    )
-    shape = (x.shape[0],) + out + tuple(kernel_size) + (x.shape[-1],)
-    return np.lib.stride_tricks.as_strided(x, shape, view_strides, writeable=False)
-
-
-def merge_last_tap_axis(windows):
-    # The last kernel axis and the channels are one contiguous run in memory when undilated;
-    # viewing them as one axis makes the im2col copy about 1.6x faster (fewer, longer inner loops).
-    if windows.strides[-2] != windows.strides[-1] * windows.shape[-1]:
-        return windows
-    shape = windows.shape[:-2] + (windows.shape[-2] * windows.shape[-1],)
-    return np.lib.stride_tricks.as_strided(windows, shape, windows.strides[:-2] + windows.strides[-1:], writeable=False)
+    out, out_strides, tap_strides = [], [], []
+    for n, k, s, d, st in zip(x.shape[1:-1], kernel_size, strides, dilation, step[1:-1]):
+        out.append((n - (k - 1) * d - 1) // s + 1)
+        out_strides.append(st * s)
+        tap_strides.append(st * d)
+    channels = x.shape[-1]
+    if merge_taps and tap_strides[-1] == step[-1] * channels:
+        taps = list(kernel_size[:-1]) + [kernel_size[-1] * channels]
+        shape = [x.shape[0]] + out + taps
+        view_strides = [step[0]] + out_strides + tap_strides[:-1] + [step[-1]]
+    else:
+        shape = [x.shape[0]] + out + list(kernel_size) + [channels]
+        view_strides = [step[0]] + out_strides + tap_strides + [step[-1]]
+    return np.lib.stride_tricks.as_strided(x, tuple(shape), tuple(view_strides), writeable=False)
 
 
 def conv_transpose_geometry(length, k, stride, dilation, padding, output_padding):
@@ -99,9 +98,9 @@ def conv(x, kernel, bias, kernel_size, strides, dilation, padding, channels_firs
     if all(k == 1 for k in kernel_size) and all(s == 1 for s in strides):  # 1x1: no windows needed
         y = (x.reshape(-1, x.shape[-1]) @ kernel).reshape(x.shape[:-1] + (kernel.shape[1],))
     else:
-        windows = sliding_windows(x, kernel_size, strides, dilation, padding, 0.0)
+        windows = sliding_windows(x, kernel_size, strides, dilation, padding, 0.0, True)
         lead = windows.shape[: x.ndim - 1]
-        y = (merge_last_tap_axis(windows).reshape(-1, kernel.shape[0]) @ kernel).reshape(lead + (kernel.shape[1],))
+        y = (windows.reshape(-1, kernel.shape[0]) @ kernel).reshape(lead + (kernel.shape[1],))
     return finish_conv(y, bias, relu, channels_first)
 
 
@@ -110,7 +109,7 @@ def conv_grouped(x, kernel, bias, kernel_size, strides, dilation, padding, chann
     if channels_first:
         x = np.moveaxis(x, 1, -1)
     groups, depth, per_group = kernel.shape
-    windows = sliding_windows(x, kernel_size, strides, dilation, padding, 0.0)
+    windows = sliding_windows(x, kernel_size, strides, dilation, padding, 0.0, True)
     lead = windows.shape[: x.ndim - 1]
     taps = depth // (x.shape[-1] // groups)
     cols = windows.reshape(-1, taps, groups, x.shape[-1] // groups).transpose(2, 0, 1, 3).reshape(groups, -1, depth)
