@@ -353,3 +353,59 @@ def test_max_pool_after_bias_relu_is_bit_identical(padding, channels_first):
     before = max_pool(conv(x, kernel, bias, *args, relu=True), (3, 2), (2, 2), "same", channels_first)
     after = max_pool(conv(x, kernel, None, *args), (3, 2), (2, 2), "same", channels_first, bias=bias, relu=True)
     assert np.array_equal(before, after)
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def _convert_layer(class_name, config, input_shape, weights=(), keras_major=3):
+    from konverter.layers import CONVERTERS, Layer, Tensor
+
+    layer = Layer(
+        name="l",
+        class_name=class_name,
+        config=config,
+        weights=list(weights),
+        keras_major=keras_major,
+        args=[Tensor(input_shape)],
+        kwargs={},
+    )
+    return CONVERTERS[class_name](layer), layer
+
+
+@pytest.mark.parametrize(
+    "class_name,config,shape,weights,message",
+    [
+        ("UpSampling2D", {"size": [2, 2], "interpolation": "bicubic"}, (3, 4, 2), (), "interpolation 'bicubic'"),
+        ("Conv2D", {"filters": 2, "kernel_size": [3, 3], "padding": "full"}, (5, 5, 1), (), "padding 'full'"),
+        ("Conv2D", {"filters": 2, "kernel_size": [3, 3], "padding": "causal"}, (5, 5, 1), (), "padding 'causal'"),
+        ("Conv2D", {"filters": 2, "kernel_size": [1, 1], "lora_rank": 2}, (5, 5, 1), (), "LoRA"),
+        ("MaxPooling2D", {"pool_size": [2, 2], "data_format": "channels_middle"}, (5, 5, 1), (), "data_format"),
+        ("Conv2D", {"filters": 2, "kernel_size": [3, 3]}, (5, 5, None), (), "unknown number of channels"),
+    ],
+)
+def test_unsupported_options_are_refused_by_name(class_name, config, shape, weights, message):
+    from konverter.errors import UnsupportedModel
+
+    with pytest.raises(UnsupportedModel, match=message):
+        _convert_layer(class_name, config, shape, weights)
+
+
+def test_inconsistent_conv_files_are_bad_model_files():
+    from konverter.errors import BadModelFile
+
+    config = {"filters": 2, "kernel_size": [3, 3], "padding": "valid"}
+    with pytest.raises(BadModelFile, match="kernel larger than its input"):
+        _convert_layer("Conv2D", config, (2, 5, 1), [np.zeros((3, 3, 1, 2), np.float32), np.zeros(2, np.float32)])
+    with pytest.raises(BadModelFile, match="weight 0 has shape"):
+        _convert_layer("Conv2D", config, (5, 5, 1), [np.zeros((3, 3, 2, 2), np.float32), np.zeros(2, np.float32)])
+    with pytest.raises(BadModelFile, match="groups"):
+        _convert_layer("Conv2D", {**config, "groups": 2}, (5, 5, 3), [])
+
+
+def test_conv_with_unknown_spatial_size_records_unknown_output_size():
+    config = {"filters": 4, "kernel_size": [3, 3], "strides": [2, 2], "padding": "same", "activation": "relu"}
+    weights = [np.zeros((3, 3, 2, 4), np.float32), np.zeros(4, np.float32)]
+    out, layer = _convert_layer("Conv2D", config, (None, 7, 2), weights)
+    assert out.shape == (None, 4, 4)
+    assert [op.fn.__name__ for op in layer.ops] == ["conv"] and layer.ops[0].kwargs["relu"] is True
