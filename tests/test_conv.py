@@ -409,3 +409,95 @@ def test_conv_with_unknown_spatial_size_records_unknown_output_size():
     out, layer = _convert_layer("Conv2D", config, (None, 7, 2), weights)
     assert out.shape == (None, 4, 4)
     assert [op.fn.__name__ for op in layer.ops] == ["conv"] and layer.ops[0].kwargs["relu"] is True
+
+
+# ----------------------------------------------------------------------------- BatchNormalization and ReLU folding
+
+
+def _run_ops(ops, env):
+    """Evaluate recorded ops the way the generated predict() does."""
+    from konverter.layers.base import Const, Tensor
+
+    def value(v):
+        if isinstance(v, Tensor):
+            return env[id(v)]
+        if isinstance(v, Const):
+            return v.array
+        return v
+
+    for op in ops:
+        result = op.fn(*[value(a) for a in op.args], **{k: value(v) for k, v in op.kwargs.items()})
+        env[id(op.outputs[0])] = result
+    return env
+
+
+def _conv_case(kind, channels_first):
+    """(function, positional args after x, input, output channels) for one convolution kind."""
+    c, f = 4, 6
+    geometry = ((3, 3), (2, 1), (1, 1), "same")
+    x = rand(2, 7, 6, c)
+    if kind == "conv":
+        args = (rand(9 * c, f), rand(f)) + geometry
+        fn = conv
+    elif kind == "grouped":
+        args = (rand(2, 9 * c // 2, f // 2), rand(f)) + geometry
+        fn = conv_grouped
+    elif kind == "depthwise":
+        args = (rand(3, 3, c, 2), None) + geometry
+        fn, f = depthwise_conv, c * 2
+    elif kind == "separable":
+        args = (rand(3, 3, c, 2), rand(c * 2, f), rand(f)) + geometry
+        fn = separable_conv
+    else:
+        args = (rand(c, 9 * f), rand(f)) + geometry + ((1, 0),)
+        fn = conv_transpose
+    if channels_first:
+        x = np.moveaxis(x, -1, 1)
+    return fn, args, x, f
+
+
+@pytest.mark.parametrize("kind", ["conv", "grouped", "depthwise", "separable", "transpose"])
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_batchnorm_and_relu_fold_into_every_convolution(kind, channels_first):
+    from konverter.layers.activations import relu
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fold_batchnorm_into_conv, fuse_relu_into_conv
+    from konverter.layers.normalization import scale_shift
+
+    fn, args, x, f = _conv_case(kind, channels_first)
+    shape = (f, 3, 3) if channels_first else (3, 3, f)  # only its rank and channel axis matter
+    bn_shape = (f, 1, 1) if channels_first else (1, 1, f)
+    t_in, t_conv, t_bn, t_out = Tensor(x.shape[1:]), Tensor(shape), Tensor(shape), Tensor(shape)
+    scale, shift = Const(rand(*bn_shape) + 2.0), Const(rand(*bn_shape))
+    ops = [
+        Op(
+            fn,
+            (t_in, *[Const(a) if isinstance(a, np.ndarray) else a for a in args]),
+            {"channels_first": channels_first},  # as the converters pass it
+            (t_conv,),
+        ),
+        Op(scale_shift, (t_conv, scale, shift), {}, (t_bn,)),
+        Op(relu, (t_bn,), {}, (t_out,)),
+    ]
+    want = _run_ops(ops, {id(t_in): x})[id(t_out)]
+    fold_batchnorm_into_conv(ops, [t_out])
+    fuse_relu_into_conv(ops, [t_out])
+    assert len(ops) == 1 and ops[0].kwargs["relu"] is True and ops[0].outputs == (t_out,)
+    got = _run_ops(ops, {id(t_in): x})[id(t_out)]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_is_not_folded_into_a_shared_convolution_output():
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fold_batchnorm_into_conv
+    from konverter.layers.normalization import scale_shift
+
+    t_in, t_conv, t_bn = Tensor((5, 5, 2)), Tensor((3, 3, 3)), Tensor((3, 3, 3))
+    geometry = {"kernel_size": (3, 3), "strides": (1, 1), "dilation": (1, 1), "padding": "valid"}
+    ops = [
+        Op(conv, (t_in, Const(rand(18, 3)), None), {**geometry, "channels_first": False}, (t_conv,)),
+        Op(scale_shift, (t_conv, Const(rand(1, 1, 3)), Const(rand(1, 1, 3))), {}, (t_bn,)),
+    ]
+    fold_batchnorm_into_conv(ops, [t_bn, t_conv])
+    assert len(ops) == 2 and ops[0].args[2] is None
