@@ -55,7 +55,7 @@ CONVERTERS: dict[str, Converter] = {}
 
 
 # Rewrites of the whole op list, run once every layer is converted (all consumers known):
-# pass(ops, outputs) edits `ops` in place and must leave every result unchanged bit for bit.
+# pass(ops, outputs) edits `ops` in place and must leave every result unchanged (up to float32 rounding).
 PROGRAM_PASSES: list[Callable[[list, list], None]] = []
 
 
