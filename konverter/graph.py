@@ -13,7 +13,7 @@ from .errors import BadModelFile, KonverterError, UnsupportedModel
 from .h5reader import ModelFile
 from .h5reader import config as cfgmod
 from .layers import CONVERTERS, Layer, Tensor
-from .layers.base import MASK_POLICY
+from .layers.base import MASK_POLICY, PROGRAM_PASSES
 
 REFUSED = {
     "Lambda": "runs Python code stored in the file, which Konverter never executes",
@@ -126,6 +126,8 @@ class Builder:
             inputs, outputs, names, as_dict = self._top_functional(config)
         if self.problems:
             raise UnsupportedModel("; ".join(self.problems))
+        for program_pass in PROGRAM_PASSES:
+            program_pass(self.ops, outputs)
         return Program(name, inputs, outputs, names, as_dict, self.ops, self.layer_count, self.state_slots)
 
     # ------------------------------------------------------------------ Sequential
@@ -302,6 +304,7 @@ class Builder:
             args=args,
             kwargs=kwargs,
             options=self.options,
+            backend=self.model.backend,
         )
         start, start_states = len(self.ops), len(self.state_slots)
         layer.ops = self.ops

@@ -61,6 +61,11 @@ CONVERTERS: dict[str, Converter] = {}
 MASK_POLICY: dict[str, str] = {}
 
 
+# Rewrites of the whole op list, run once every layer is converted (all consumers known):
+# pass(ops, outputs) edits `ops` in place and must leave every result unchanged (up to float32 rounding).
+PROGRAM_PASSES: list[Callable[[list, list], None]] = []
+
+
 def converter(*class_names: str, mask: str | None = None) -> Callable[[Converter], Converter]:
     """Register a converter for Keras class names (aliases included), with its mask policy."""
 
@@ -91,6 +96,7 @@ class Layer:
     options: dict = field(default_factory=dict)  # conversion options (e.g. weight dtype)
     # Stateful RNNs: [input Tensor, final-state Tensor] pairs that predict() carries between calls.
     state_slots: list = field(default_factory=list)
+    backend: str = ""  # the writer's Keras backend from the file ("theano" files need flipped conv kernels)
 
     # ----- inputs
     @property

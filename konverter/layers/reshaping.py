@@ -75,3 +75,149 @@ def repeat_vector_layer(layer: Layer) -> Tensor:
     if x.rank != 2:
         raise layer.unsupported(f"RepeatVector needs a 2-D input, got rank {x.rank}")
     return layer.call(repeat_vector, x, shape=(n,) + x.shape, n=n)
+
+
+# ----------------------------------------------------------------------------- padding, cropping, upsampling
+# Spatial layers work on channels-last data; channels-first layers move the channel axis around the call.
+
+
+def zero_pad(x, pads, channels_first):
+    # pads: one (before, after) pair per spatial axis.
+    if channels_first:
+        x = np.moveaxis(x, 1, -1)
+    shape = (x.shape[0],) + tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[1:-1], pads)) + (x.shape[-1],)
+    y = np.zeros(shape, dtype=x.dtype)
+    y[(slice(None),) + tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape[1:-1], pads))] = x
+    return np.moveaxis(y, -1, 1) if channels_first else y
+
+
+def crop(x, crops, channels_first):
+    # crops: one (before, after) pair per spatial axis; a view, no copy.
+    first = 2 if channels_first else 1
+    index = [slice(None)] * x.ndim
+    for i, (lo, hi) in enumerate(crops):
+        index[first + i] = slice(lo, x.shape[first + i] - hi)
+    return x[tuple(index)]
+
+
+def upsample_nearest(x, factors, channels_first):
+    # Each cell repeated factors[i] times along spatial axis i: one broadcast copy.
+    if channels_first:
+        x = np.moveaxis(x, 1, -1)
+    nd = len(factors)
+    spread = (x.shape[0],) + tuple(v for n, f in zip(x.shape[1:-1], factors) for v in (n, f)) + (x.shape[-1],)
+    index = (slice(None),) + (slice(None), None) * nd + (slice(None),)
+    y = np.broadcast_to(x[index], spread).reshape(
+        (x.shape[0],) + tuple(n * f for n, f in zip(x.shape[1:-1], factors)) + (x.shape[-1],)
+    )
+    return np.moveaxis(y, -1, 1) if channels_first else y
+
+
+def bilinear_axis(x, axis, factor):
+    # tf.image.resize(method="bilinear") along one axis: half-pixel centers, edges clamped.
+    n = x.shape[axis]
+    source = (np.arange(n * factor, dtype=np.float32) + np.float32(0.5)) / np.float32(factor) - np.float32(0.5)
+    floor = np.floor(source)
+    weight = (source - floor).astype(np.float32)
+    lower = np.maximum(floor, 0).astype(np.intp)
+    upper = np.minimum(np.ceil(source), n - 1).astype(np.intp)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    a = np.take(x, lower, axis=axis)
+    b = np.take(x, upper, axis=axis)
+    return a + (b - a) * weight.reshape(shape)
+
+
+def upsample_bilinear(x, factors, channels_first):
+    if channels_first:
+        x = np.moveaxis(x, 1, -1)
+    y = bilinear_axis(bilinear_axis(x, 2, factors[1]), 1, factors[0])
+    return np.moveaxis(y, -1, 1) if channels_first else y
+
+
+_SPATIAL_RANK = {
+    "ZeroPadding1D": 1,
+    "ZeroPadding2D": 2,
+    "ZeroPadding3D": 3,
+    "Cropping1D": 1,
+    "Cropping2D": 2,
+    "Cropping3D": 3,
+    "UpSampling1D": 1,
+    "UpSampling2D": 2,
+    "UpSampling3D": 3,
+}
+
+
+def _spatial_layer(layer: Layer) -> tuple[int, bool, tuple]:
+    """(spatial rank, channels_first, spatial shape) of a padding/cropping/upsampling layer's input."""
+    nd = _SPATIAL_RANK[layer.class_name]
+    x = layer.input
+    if x.shape is None or len(x.shape) != nd + 1:
+        raise layer.unsupported(f"expects a rank-{nd + 2} input, got shape {x.shape}")
+    data_format = layer.get("data_format") or "channels_last"
+    if nd == 1:
+        data_format = "channels_last"  # the 1-D layers have no data_format
+    if data_format not in ("channels_last", "channels_first"):
+        raise layer.unsupported(f"data_format {str(data_format)[:40]!r}")
+    channels_first = data_format == "channels_first"
+    layer.expect_weights()
+    return nd, channels_first, (x.shape[1:] if channels_first else x.shape[:-1])
+
+
+def _pairs(layer: Layer, key: str, nd: int) -> tuple:
+    """Keras's int / (a, b) / ((a, b), ...) padding or cropping spec as nd (before, after) pairs."""
+    value = layer.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        pairs = ((value, value),) * nd
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, (list, tuple)) for v in value):
+        pairs = tuple(as_int_tuple(v, f"{layer.class_name} {key}") for v in value)
+    else:
+        flat = as_int_tuple(value, f"{layer.class_name} {key}")
+        # 1-D layers: (before, after); 2-D/3-D: one symmetric amount per axis.
+        pairs = (flat,) if nd == 1 and len(flat) == 2 else tuple((v, v) for v in flat)
+    if len(pairs) != nd or any(len(p) != 2 or min(p) < 0 for p in pairs):
+        raise BadModelFile(f"{layer.describe()} has an invalid {key} {str(value)[:60]}")
+    return pairs
+
+
+def _with_channels(layer: Layer, spatial: list, channels_first: bool) -> tuple:
+    channels = layer.input.shape[0] if channels_first else layer.input.shape[-1]
+    return (channels, *spatial) if channels_first else (*spatial, channels)
+
+
+@converter("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D")
+def zero_padding_layer(layer: Layer) -> Tensor:
+    nd, channels_first, spatial = _spatial_layer(layer)
+    pads = _pairs(layer, "padding", nd)
+    out = [None if n is None else n + lo + hi for n, (lo, hi) in zip(spatial, pads)]
+    shape = _with_channels(layer, out, channels_first)
+    return layer.call(zero_pad, layer.input, shape=shape, pads=pads, channels_first=channels_first)
+
+
+@converter("Cropping1D", "Cropping2D", "Cropping3D")
+def cropping_layer(layer: Layer) -> Tensor:
+    nd, channels_first, spatial = _spatial_layer(layer)
+    crops = _pairs(layer, "cropping", nd)
+    out = []
+    for n, (lo, hi) in zip(spatial, crops):
+        if n is not None and lo + hi >= n:
+            raise BadModelFile(f"{layer.describe()} crops {lo + hi} of {n} cells")
+        out.append(None if n is None else n - lo - hi)
+    shape = _with_channels(layer, out, channels_first)
+    return layer.call(crop, layer.input, shape=shape, crops=crops, channels_first=channels_first)
+
+
+@converter("UpSampling1D", "UpSampling2D", "UpSampling3D")
+def upsampling_layer(layer: Layer) -> Tensor:
+    nd, channels_first, spatial = _spatial_layer(layer)
+    factors = as_int_tuple(layer.get("size", 2), f"{layer.class_name} size")
+    factors = factors * nd if len(factors) == 1 else factors
+    if len(factors) != nd or min(factors) < 1:
+        raise BadModelFile(f"{layer.describe()} has an invalid size {factors}")
+    interpolation = layer.get("interpolation", "nearest") if nd == 2 else "nearest"
+    if interpolation not in ("nearest", "bilinear"):
+        raise layer.unsupported(f"interpolation {str(interpolation)[:40]!r} (nearest and bilinear are supported)")
+    out = [None if n is None else n * f for n, f in zip(spatial, factors)]
+    shape = _with_channels(layer, out, channels_first)
+    fn = upsample_bilinear if interpolation == "bilinear" else upsample_nearest
+    return layer.call(fn, layer.input, shape=shape, factors=factors, channels_first=channels_first)

@@ -1,0 +1,503 @@
+"""The convolution, pooling and spatial-reshaping NumPy functions against naive loop references.
+
+The references below are written the slow, obvious way (explicit loops over output positions,
+zero padding placed per TensorFlow's rules), on tiny arrays; the fixtures check against Keras.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from konverter.layers.conv import (
+    conv,
+    conv_grouped,
+    conv_padding,
+    conv_transpose,
+    conv_transpose_geometry,
+    depthwise_conv,
+    separable_conv,
+)
+from konverter.layers.pooling import average_pool, global_average_pool, global_max_pool, max_pool
+from konverter.layers.reshaping import crop, upsample_bilinear, upsample_nearest, zero_pad
+
+RNG = np.random.default_rng(7)
+
+
+def rand(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def close(got, want):
+    assert got.dtype == np.float32
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def padded(x, kernel_size, strides, dilation, padding, fill=0.0):
+    pads = [
+        conv_padding(x.shape[1 + i], k, s, d, padding)
+        for i, (k, s, d) in enumerate(zip(kernel_size, strides, dilation))
+    ]
+    return np.pad(x.astype(np.float64), [(0, 0), *pads, (0, 0)], constant_values=fill)
+
+
+def naive_conv(x, kernel, bias, strides, dilation, padding, groups=1):
+    """Cross-correlation with a (*k, C/groups, F) kernel, one output position at a time."""
+    ks = kernel.shape[:-2]
+    xp = padded(x, ks, strides, dilation, padding)
+    nd = len(ks)
+    out = [(xp.shape[1 + i] - (ks[i] - 1) * dilation[i] - 1) // strides[i] + 1 for i in range(nd)]
+    cg, filters = kernel.shape[-2], kernel.shape[-1]
+    fg = filters // groups
+    y = np.zeros((x.shape[0], *out, filters))
+    for pos in itertools.product(*[range(o) for o in out]):
+        for tap in itertools.product(*[range(k) for k in ks]):
+            idx = tuple(p * s + t * d for p, s, t, d in zip(pos, strides, tap, dilation))
+            cell = xp[(slice(None), *idx)]  # (N, C)
+            for g in range(groups):
+                y[(slice(None), *pos, slice(g * fg, (g + 1) * fg))] += (
+                    cell[:, g * cg : (g + 1) * cg] @ kernel[tap][:, g * fg : (g + 1) * fg]
+                )
+    return y + bias
+
+
+def naive_conv_transpose(x, kernel, bias, strides, dilation, padding, output_padding):
+    """Scatter every input cell times the (*k, F, C) kernel, then crop like TensorFlow."""
+    ks = kernel.shape[:-2]
+    nd = len(ks)
+    size = x.shape[1:-1]
+    full = [(size[i] - 1) * strides[i] + (ks[i] - 1) * dilation[i] + 1 for i in range(nd)]
+    geo = [
+        conv_transpose_geometry(size[i], ks[i], strides[i], dilation[i], padding, output_padding and output_padding[i])
+        for i in range(nd)
+    ]
+    big = np.zeros((x.shape[0], *[max(f, g[0] + g[1]) for f, g in zip(full, geo)], kernel.shape[-2]))
+    for pos in itertools.product(*[range(n) for n in size]):
+        for tap in itertools.product(*[range(k) for k in ks]):
+            idx = tuple(p * s + t * d for p, s, t, d in zip(pos, strides, tap, dilation))
+            big[(slice(None), *idx)] += x[(slice(None), *pos)] @ kernel[tap].T
+    crop_index = tuple(slice(g[1], g[1] + g[0]) for g in geo)
+    return big[(slice(None), *crop_index)] + bias
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize("n", [5, 6, 7, 8])
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_same_padding_keeps_ceil_size_and_pads_extra_at_the_end(n, k):
+    lo, hi = conv_padding(n, k, 2, 1, "same")
+    assert (n + lo + hi - k) // 2 + 1 == -(-n // 2)
+    assert hi - lo in (0, 1)
+
+
+def test_causal_pads_left_only():
+    assert conv_padding(10, 3, 1, 2, "causal") == (4, 0)
+    assert conv_padding(10, 3, 1, 2, "valid") == (0, 0)
+
+
+def test_transpose_output_sizes_match_keras_formula():
+    # Keras: valid -> n*s + max(k - s, 0); same -> n*s; with output_padding -> (n-1)*s + k - 2*pad + op.
+    assert conv_transpose_geometry(5, 3, 2, 1, "valid", None) == (11, 0)
+    assert conv_transpose_geometry(5, 3, 2, 1, "same", None)[0] == 10
+    assert conv_transpose_geometry(5, 3, 2, 1, "same", 1)[0] == 10
+    assert conv_transpose_geometry(5, 3, 2, 1, "same", 0)[0] == 9
+    assert conv_transpose_geometry(5, 3, 2, 1, "valid", 1) == (12, 0)
+    assert conv_transpose_geometry(4, 1, 3, 1, "valid", None) == (12, 0)
+
+
+# ----------------------------------------------------------------------------- convolutions
+
+
+@pytest.mark.parametrize(
+    "size,ks,strides,dilation,padding",
+    [
+        ((7,), (3,), (1,), (1,), "valid"),
+        ((7,), (3,), (2,), (1,), "same"),
+        ((8,), (2,), (1,), (3,), "causal"),
+        ((6, 7), (3, 2), (2, 2), (1, 1), "same"),
+        ((6, 6), (3, 3), (2, 2), (1, 1), "same"),
+        ((7, 5), (2, 3), (1, 2), (1, 1), "valid"),
+        ((7, 7), (3, 3), (1, 1), (2, 1), "same"),
+        ((5, 5), (1, 1), (1, 1), (1, 1), "same"),
+        ((5, 4, 5), (2, 3, 2), (2, 1, 2), (1, 1, 1), "same"),
+    ],
+)
+def test_conv_matches_naive_loop(size, ks, strides, dilation, padding):
+    c, f = 3, 4
+    x, kernel, bias = rand(2, *size, c), rand(*ks, c, f), rand(f)
+    want = naive_conv(x, kernel, bias, strides, dilation, padding)
+    close(conv(x, kernel.reshape(-1, f), bias, ks, strides, dilation, padding, False), want)
+    # channels_first is the same computation with the channel axis moved
+    xf = np.moveaxis(x, -1, 1)
+    got = conv(xf, kernel.reshape(-1, f), bias, ks, strides, dilation, padding, True)
+    close(got, np.moveaxis(want, -1, 1))
+
+
+def test_conv_without_bias():
+    x, kernel = rand(1, 5, 5, 2), rand(3, 3, 2, 3)
+    close(
+        conv(x, kernel.reshape(-1, 3), None, (3, 3), (1, 1), (1, 1), "valid", False),
+        naive_conv(x, kernel, 0.0, (1, 1), (1, 1), "valid"),
+    )
+
+
+def test_grouped_conv_matches_naive_loop():
+    groups, c, f = 2, 4, 6
+    x, kernel, bias = rand(2, 6, 5, c), rand(3, 2, c // groups, f), rand(f)
+    want = naive_conv(x, kernel, bias, (2, 1), (1, 1), "same", groups=groups)
+    packed = np.ascontiguousarray(kernel.reshape(-1, groups, f // groups).transpose(1, 0, 2))
+    close(conv_grouped(x, packed, bias, (3, 2), (2, 1), (1, 1), "same", False), want)
+
+
+@pytest.mark.parametrize("mult", [1, 2])
+def test_depthwise_and_separable_match_naive_loop(mult):
+    c, f = 3, 4
+    x, dk, bias = rand(2, 7, 6, c), rand(3, 3, c, mult), rand(c * mult)
+    # A depthwise convolution is a grouped convolution with one channel per group.
+    grouped_kernel = dk.reshape(3, 3, 1, c * mult)
+    want = naive_conv(x, grouped_kernel, bias, (2, 2), (1, 1), "same", groups=c)
+    close(depthwise_conv(x, dk, bias, (3, 3), (2, 2), (1, 1), "same", False), want)
+    pk, pbias = rand(c * mult, f), rand(f)
+    want_sep = (want - bias) @ pk + pbias
+    close(separable_conv(x, dk, pk, pbias, (3, 3), (2, 2), (1, 1), "same", False), want_sep)
+
+
+@pytest.mark.parametrize(
+    "size,ks,strides,dilation,padding,output_padding",
+    [
+        ((5,), (3,), (2,), (1,), "valid", None),
+        ((5,), (3,), (2,), (1,), "same", None),
+        ((4,), (3,), (1,), (2,), "same", None),
+        ((4, 5), (3, 3), (2, 2), (1, 1), "same", (1, 0)),
+        ((4, 3), (2, 3), (2, 3), (1, 1), "valid", (1, 2)),
+        ((3, 4), (3, 2), (1, 1), (1, 1), "valid", None),
+        ((3, 2, 3), (2, 2, 3), (2, 1, 2), (1, 1, 1), "same", None),
+    ],
+)
+def test_conv_transpose_matches_naive_scatter(size, ks, strides, dilation, padding, output_padding):
+    c, f = 3, 2
+    x, kernel, bias = rand(2, *size, c), rand(*ks, f, c), rand(f)
+    want = naive_conv_transpose(x, kernel, bias, strides, dilation, padding, output_padding)
+    packed = np.ascontiguousarray(np.moveaxis(kernel, -1, 0).reshape(c, -1))
+    close(conv_transpose(x, packed, bias, ks, strides, dilation, padding, output_padding, False), want)
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def naive_pool(x, pool, strides, padding, kind):
+    nd = len(pool)
+    fill = -np.inf if kind == "max" else np.nan  # NaN marks padding, which never counts
+    xp = padded(x, pool, strides, (1,) * nd, padding, fill)
+    out = [(xp.shape[1 + i] - pool[i]) // strides[i] + 1 for i in range(nd)]
+    y = np.zeros((x.shape[0], *out, x.shape[-1]))
+    for pos in itertools.product(*[range(o) for o in out]):
+        window = xp[(slice(None), *[slice(p * s, p * s + k) for p, s, k in zip(pos, strides, pool)])]
+        cells = window.reshape(x.shape[0], -1, x.shape[-1])
+        y[(slice(None), *pos)] = cells.max(axis=1) if kind == "max" else np.nanmean(cells, axis=1)
+    return y
+
+
+@pytest.mark.parametrize(
+    "size,pool,strides,padding",
+    [
+        ((7,), (2,), (2,), "valid"),
+        ((7,), (3,), (2,), "same"),
+        ((6, 7), (2, 2), (2, 2), "same"),
+        ((5, 5), (4, 4), (4, 4), "same"),
+        ((7, 6), (3, 2), (2, 1), "same"),
+        ((7, 6), (3, 3), (1, 2), "valid"),
+        ((5, 4, 5), (2, 2, 3), (2, 2, 2), "same"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pooling_matches_naive_loop(size, pool, strides, padding, kind):
+    x = rand(2, *size, 3)
+    fn = max_pool if kind == "max" else average_pool
+    want = naive_pool(x, pool, strides, padding, kind)
+    close(fn(x, pool, strides, padding, False), want)
+    close(fn(np.moveaxis(x, -1, 1), pool, strides, padding, True), np.moveaxis(want, -1, 1))
+
+
+def test_global_pooling():
+    x = rand(2, 4, 5, 3)
+    close(global_average_pool(x, (1, 2), False), x.astype(np.float64).mean(axis=(1, 2)))
+    close(global_max_pool(x, (1, 2), True), x.max(axis=(1, 2), keepdims=True).astype(np.float64))
+
+
+# ----------------------------------------------------------------------------- padding, cropping, upsampling
+
+
+def test_zero_pad_and_crop_are_inverse():
+    x = rand(2, 4, 5, 3)
+    pads = ((1, 2), (0, 3))
+    y = zero_pad(x, pads, False)
+    assert y.shape == (2, 7, 8, 3)
+    assert np.array_equal(crop(y, pads, False), x)
+    assert y[:, 0].sum() == 0 and y[:, -2:].sum() == 0 and y[:, :, -3:].sum() == 0
+    yf = zero_pad(np.moveaxis(x, -1, 1), pads, True)
+    assert np.array_equal(yf, np.moveaxis(y, -1, 1))
+    assert np.array_equal(crop(yf, pads, True), np.moveaxis(x, -1, 1))
+
+
+def test_upsample_nearest_repeats_cells():
+    x = rand(2, 3, 4, 2)
+    want = np.repeat(np.repeat(x, 2, axis=1), 3, axis=2)
+    assert np.array_equal(upsample_nearest(x, (2, 3), False), want)
+    assert np.array_equal(upsample_nearest(np.moveaxis(x, -1, 1), (2, 3), True), np.moveaxis(want, -1, 1))
+
+
+def test_upsample_bilinear_half_pixel_centers():
+    # TF bilinear resize by 2: outputs sit at source positions -0.25, 0.25, 0.75, ... (edges clamped).
+    x = np.array([0.0, 4.0, 8.0], dtype=np.float32).reshape(1, 3, 1, 1)
+    y = upsample_bilinear(x, (2, 1), False)
+    assert np.allclose(y.ravel(), [0.0, 1.0, 3.0, 5.0, 7.0, 8.0])
+    img = rand(1, 3, 4, 2)
+    both = upsample_bilinear(img, (2, 3), False)
+    assert both.shape == (1, 6, 12, 2) and both.dtype == np.float32
+    # separable: resizing rows then columns equals the 2-D result
+    rows = upsample_bilinear(img, (2, 1), False)
+    close(upsample_bilinear(rows, (1, 3), False), both.astype(np.float64))
+
+
+# ----------------------------------------------------------------------------- Theano-written files
+
+
+def _as_theano_file(src, dst):
+    """A copy of a Keras 2 .h5 fixture as Theano would have written it: backend attr, flipped conv kernels."""
+    import shutil
+
+    import h5py
+
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        f.attrs["backend"] = "theano"
+        kernels = []
+        f["model_weights"].visititems(
+            lambda name, obj: kernels.append(obj) if isinstance(obj, h5py.Dataset) and obj.ndim >= 3 else None
+        )
+        assert kernels
+        for ds in kernels:
+            ds[...] = ds[...][(slice(None, None, -1),) * (ds.ndim - 2)]
+
+
+def test_theano_file_kernels_are_flipped(tmp_path):
+    from conftest import FIXTURES, check_all_modes, convert_and_import, load_reference
+
+    src = FIXTURES / "conv" / "cnn_classifier__k2h5.h5"
+    _as_theano_file(src, tmp_path / "theano.h5")
+    xs, ys = load_reference(src.with_suffix(".npz"))
+    check_all_modes(convert_and_import(tmp_path / "theano.h5", tmp_path), xs, ys, "theano cnn")
+
+
+def test_theano_file_with_depthwise_kernel_is_refused(tmp_path):
+    from conftest import FIXTURES
+
+    from konverter import konvert
+    from konverter.errors import UnsupportedModel
+
+    _as_theano_file(FIXTURES / "conv" / "depthwise__k2h5.h5", tmp_path / "theano.h5")
+    with pytest.raises(UnsupportedModel, match="Theano"):
+        konvert(tmp_path / "theano.h5", tmp_path / "out.py")
+    assert not (tmp_path / "out.py").exists()
+
+
+# ----------------------------------------------------------------------------- conv -> max pool rewrite
+
+
+def _conv_pool_ops(extra_consumer: bool):
+    from konverter.layers.base import Const, Op, Tensor
+
+    x, t, u = Tensor((6, 6, 2)), Tensor((4, 4, 3)), Tensor((2, 2, 3))
+    geometry = {"kernel_size": (3, 3), "strides": (1, 1), "dilation": (1, 1), "padding": "valid"}
+    bias = Const(rand(3))
+    ops = [
+        Op(conv, (x, Const(rand(18, 3)), bias), {"relu": True, **geometry, "channels_first": False}, (t,)),
+        Op(max_pool, (t,), {"pool_size": (2, 2), "strides": (2, 2), "padding": "valid", "channels_first": False}, (u,)),
+    ]
+    outputs = [u]
+    if extra_consumer:
+        outputs.append(t)
+    return ops, outputs, bias
+
+
+def test_pool_before_bias_relu_rewrites_a_private_conv_output():
+    from konverter.layers.pooling import pool_before_bias_relu
+
+    ops, outputs, bias = _conv_pool_ops(extra_consumer=False)
+    pool_before_bias_relu(ops, outputs)
+    assert ops[0].args[2] is None and "relu" not in ops[0].kwargs
+    assert ops[1].kwargs["bias"] is bias and ops[1].kwargs["relu"] is True
+
+
+def test_pool_before_bias_relu_leaves_a_shared_conv_output_alone():
+    from konverter.layers.pooling import pool_before_bias_relu
+
+    ops, outputs, bias = _conv_pool_ops(extra_consumer=True)
+    pool_before_bias_relu(ops, outputs)
+    assert ops[0].args[2] is bias and ops[0].kwargs["relu"] is True
+    assert "bias" not in ops[1].kwargs
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_max_pool_after_bias_relu_is_bit_identical(padding, channels_first):
+    x, kernel, bias = rand(2, 7, 8, 3), rand(3, 3, 3, 4).reshape(-1, 4), rand(4)
+    if channels_first:
+        x = np.moveaxis(x, -1, 1)
+    args = ((3, 3), (1, 1), (1, 1), padding, channels_first)
+    before = max_pool(conv(x, kernel, bias, *args, relu=True), (3, 2), (2, 2), "same", channels_first)
+    after = max_pool(conv(x, kernel, None, *args), (3, 2), (2, 2), "same", channels_first, bias=bias, relu=True)
+    assert np.array_equal(before, after)
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def _convert_layer(class_name, config, input_shape, weights=(), keras_major=3):
+    from konverter.layers import CONVERTERS, Layer, Tensor
+
+    layer = Layer(
+        name="l",
+        class_name=class_name,
+        config=config,
+        weights=list(weights),
+        keras_major=keras_major,
+        args=[Tensor(input_shape)],
+        kwargs={},
+    )
+    return CONVERTERS[class_name](layer), layer
+
+
+@pytest.mark.parametrize(
+    "class_name,config,shape,weights,message",
+    [
+        ("UpSampling2D", {"size": [2, 2], "interpolation": "bicubic"}, (3, 4, 2), (), "interpolation 'bicubic'"),
+        ("Conv2D", {"filters": 2, "kernel_size": [3, 3], "padding": "full"}, (5, 5, 1), (), "padding 'full'"),
+        ("Conv2D", {"filters": 2, "kernel_size": [3, 3], "padding": "causal"}, (5, 5, 1), (), "padding 'causal'"),
+        ("Conv2D", {"filters": 2, "kernel_size": [1, 1], "lora_rank": 2}, (5, 5, 1), (), "LoRA"),
+        ("MaxPooling2D", {"pool_size": [2, 2], "data_format": "channels_middle"}, (5, 5, 1), (), "data_format"),
+        ("Conv2D", {"filters": 2, "kernel_size": [3, 3]}, (5, 5, None), (), "unknown number of channels"),
+    ],
+)
+def test_unsupported_options_are_refused_by_name(class_name, config, shape, weights, message):
+    from konverter.errors import UnsupportedModel
+
+    with pytest.raises(UnsupportedModel, match=message):
+        _convert_layer(class_name, config, shape, weights)
+
+
+def test_inconsistent_conv_files_are_bad_model_files():
+    from konverter.errors import BadModelFile
+
+    config = {"filters": 2, "kernel_size": [3, 3], "padding": "valid"}
+    with pytest.raises(BadModelFile, match="kernel larger than its input"):
+        _convert_layer("Conv2D", config, (2, 5, 1), [np.zeros((3, 3, 1, 2), np.float32), np.zeros(2, np.float32)])
+    with pytest.raises(BadModelFile, match="weight 0 has shape"):
+        _convert_layer("Conv2D", config, (5, 5, 1), [np.zeros((3, 3, 2, 2), np.float32), np.zeros(2, np.float32)])
+    with pytest.raises(BadModelFile, match="groups"):
+        _convert_layer("Conv2D", {**config, "groups": 2}, (5, 5, 3), [])
+
+
+def test_conv_with_unknown_spatial_size_records_unknown_output_size():
+    config = {"filters": 4, "kernel_size": [3, 3], "strides": [2, 2], "padding": "same", "activation": "relu"}
+    weights = [np.zeros((3, 3, 2, 4), np.float32), np.zeros(4, np.float32)]
+    out, layer = _convert_layer("Conv2D", config, (None, 7, 2), weights)
+    assert out.shape == (None, 4, 4)
+    assert [op.fn.__name__ for op in layer.ops] == ["conv"] and layer.ops[0].kwargs["relu"] is True
+
+
+# ----------------------------------------------------------------------------- BatchNormalization and ReLU folding
+
+
+def _run_ops(ops, env):
+    """Evaluate recorded ops the way the generated predict() does."""
+    from konverter.layers.base import Const, Tensor
+
+    def value(v):
+        if isinstance(v, Tensor):
+            return env[id(v)]
+        if isinstance(v, Const):
+            return v.array
+        return v
+
+    for op in ops:
+        result = op.fn(*[value(a) for a in op.args], **{k: value(v) for k, v in op.kwargs.items()})
+        env[id(op.outputs[0])] = result
+    return env
+
+
+def _conv_case(kind, channels_first):
+    """(function, positional args after x, input, output channels) for one convolution kind."""
+    c, f = 4, 6
+    geometry = ((3, 3), (2, 1), (1, 1), "same")
+    x = rand(2, 7, 6, c)
+    if kind == "conv":
+        args = (rand(9 * c, f), rand(f)) + geometry
+        fn = conv
+    elif kind == "grouped":
+        args = (rand(2, 9 * c // 2, f // 2), rand(f)) + geometry
+        fn = conv_grouped
+    elif kind == "depthwise":
+        args = (rand(3, 3, c, 2), None) + geometry
+        fn, f = depthwise_conv, c * 2
+    elif kind == "separable":
+        args = (rand(3, 3, c, 2), rand(c * 2, f), rand(f)) + geometry
+        fn = separable_conv
+    else:
+        args = (rand(c, 9 * f), rand(f)) + geometry + ((1, 0),)
+        fn = conv_transpose
+    if channels_first:
+        x = np.moveaxis(x, -1, 1)
+    return fn, args, x, f
+
+
+@pytest.mark.parametrize("kind", ["conv", "grouped", "depthwise", "separable", "transpose"])
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_batchnorm_and_relu_fold_into_every_convolution(kind, channels_first):
+    from konverter.layers.activations import relu
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fold_batchnorm_into_conv, fuse_relu_into_conv
+    from konverter.layers.normalization import scale_shift
+
+    fn, args, x, f = _conv_case(kind, channels_first)
+    shape = (f, 3, 3) if channels_first else (3, 3, f)  # only its rank and channel axis matter
+    bn_shape = (f, 1, 1) if channels_first else (1, 1, f)
+    t_in, t_conv, t_bn, t_out = Tensor(x.shape[1:]), Tensor(shape), Tensor(shape), Tensor(shape)
+    scale, shift = Const(rand(*bn_shape) + 2.0), Const(rand(*bn_shape))
+    ops = [
+        Op(
+            fn,
+            (t_in, *[Const(a) if isinstance(a, np.ndarray) else a for a in args]),
+            {"channels_first": channels_first},  # as the converters pass it
+            (t_conv,),
+        ),
+        Op(scale_shift, (t_conv, scale, shift), {}, (t_bn,)),
+        Op(relu, (t_bn,), {}, (t_out,)),
+    ]
+    want = _run_ops(ops, {id(t_in): x})[id(t_out)]
+    fold_batchnorm_into_conv(ops, [t_out])
+    fuse_relu_into_conv(ops, [t_out])
+    assert len(ops) == 1 and ops[0].kwargs["relu"] is True and ops[0].outputs == (t_out,)
+    got = _run_ops(ops, {id(t_in): x})[id(t_out)]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_is_not_folded_into_a_shared_convolution_output():
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fold_batchnorm_into_conv
+    from konverter.layers.normalization import scale_shift
+
+    t_in, t_conv, t_bn = Tensor((5, 5, 2)), Tensor((3, 3, 3)), Tensor((3, 3, 3))
+    geometry = {"kernel_size": (3, 3), "strides": (1, 1), "dilation": (1, 1), "padding": "valid"}
+    ops = [
+        Op(conv, (t_in, Const(rand(18, 3)), None), {**geometry, "channels_first": False}, (t_conv,)),
+        Op(scale_shift, (t_conv, Const(rand(1, 1, 3)), Const(rand(1, 1, 3))), {}, (t_bn,)),
+    ]
+    fold_batchnorm_into_conv(ops, [t_bn, t_conv])
+    assert len(ops) == 2 and ops[0].args[2] is None
