@@ -137,6 +137,16 @@ def text_classifier(K, fmt):
     return seq(K, (9,), layers, dtype="int32"), [x]
 
 
+def masked_average_classifier(K, fmt):
+    # Embedding(mask_zero=True) -> GlobalAveragePooling1D (a mean over the real steps only) -> Dense.
+    L = K.layers
+    layers = [L.Embedding(20, 6, mask_zero=True), L.GlobalAveragePooling1D(), L.Dense(3, activation="softmax")]
+    x = np.random.RandomState(18).randint(1, 20, size=(BATCH, 7)).astype(np.int32)
+    x[0, 3:] = 0
+    x[2, 1:] = 0
+    return seq(K, (7,), layers, dtype="int32"), [x]
+
+
 def embedding_float(K, fmt):
     # Float inputs holding integers, of rank 2 per sample, no mask: Embedding -> Reshape -> GRU.
     L = K.layers
@@ -234,6 +244,7 @@ BUILDERS = {
     "masked_lstm": masked_lstm,
     "masked_sequences_out": masked_sequences_out,
     "text_classifier": text_classifier,
+    "masked_average_classifier": masked_average_classifier,
     "embedding_float": embedding_float,
     "bidirectional_gru_sequences": bidirectional_gru_sequences,
     "bidirectional_modes": bidirectional_modes,

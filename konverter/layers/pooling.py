@@ -80,6 +80,14 @@ def global_average_pool(x, axes, keepdims):
     return total
 
 
+def global_average_pool_masked(x, mask, channels_first, keepdims):
+    # Keras: the mean over unmasked time steps only (Embedding mask_zero / Masking upstream).
+    weights = mask.astype(x.dtype)[:, None, :] if channels_first else mask.astype(x.dtype)[:, :, None]
+    axis = 2 if channels_first else 1
+    total = np.add.reduce(x * weights, axis=axis, keepdims=keepdims)
+    return total / np.add.reduce(weights, axis=axis, keepdims=keepdims)
+
+
 _POOL_RANK = {
     "MaxPooling1D": 1,
     "MaxPooling2D": 2,
@@ -159,7 +167,7 @@ def pooling_layer(layer: Layer) -> Tensor:
     )
 
 
-@converter(*[n for n in _POOL_RANK if n.startswith("Global")], *[a for a in _ALIASES if "Global" in a])
+@converter(*[n for n in _POOL_RANK if n.startswith("Global")], *[a for a in _ALIASES if "Global" in a], mask="own")
 def global_pooling_layer(layer: Layer) -> Tensor:
     nd, channels_first = _rank_and_format(layer)
     layer.expect_weights()
@@ -171,6 +179,12 @@ def global_pooling_layer(layer: Layer) -> Tensor:
         shape = (channels,) + (1,) * nd if channels_first else (1,) * nd + (channels,)
     else:
         shape = (channels,)
+    if x.mask is not None:
+        if layer.class_name not in ("GlobalAveragePooling1D", "GlobalAvgPool1D"):
+            raise layer.unsupported("receives a mask (from Masking or Embedding mask_zero) that Konverter cannot apply")
+        return layer.call(
+            global_average_pool_masked, x, x.mask, shape=shape, channels_first=channels_first, keepdims=keepdims
+        )
     fn = global_max_pool if "Max" in layer.class_name else global_average_pool
     return layer.call(fn, x, shape=shape, axes=axes, keepdims=keepdims)
 

@@ -35,7 +35,7 @@ def _size(shape: tuple) -> int | None:
     return int(np.prod(shape, dtype=np.int64))
 
 
-@converter("Flatten")
+@converter("Flatten", mask="drop")
 def flatten_layer(layer: Layer) -> Tensor:
     x = layer.input
     size = _size(x.shape)
@@ -44,7 +44,7 @@ def flatten_layer(layer: Layer) -> Tensor:
     return layer.call(flatten, x, shape=(size,))
 
 
-@converter("Reshape")
+@converter("Reshape", mask="drop")
 def reshape_layer(layer: Layer) -> Tensor:
     x = layer.input
     target = as_int_tuple(layer.get("target_shape"), "Reshape target_shape")
