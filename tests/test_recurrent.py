@@ -256,7 +256,7 @@ def test_mask_reaching_an_unknown_layer_is_refused():
     layers = [
         _entry("InputLayer", batch_shape=[None, 4, 2]),
         _entry("Masking", mask_value=0.0),
-        _entry("Reshape", target_shape=[8]),
+        _entry("Permute", dims=[2, 1]),
     ]
     with pytest.raises(UnsupportedModel, match="receives a mask"):
         build_program(_model(layers))
