@@ -259,8 +259,8 @@ class Builder:
             outs = [resolve(list(r), in_io_list=True) for r in refs]
         except _Missing as missing:
             raise BadModelFile(f"output {_show(missing.args[0][0])} is never computed") from None
-        if isinstance(out_spec, dict):
-            return outs, list(out_spec.keys()), True
+        if isinstance(out_spec, dict) and len(out_spec) == len(outs):
+            return outs, sorted(out_spec), True
         return outs, [r[0] for r in refs], False
 
     # ------------------------------------------------------------------ one call
@@ -358,8 +358,8 @@ def _leaves(spec: Any) -> list:
         return []
     if isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str):
         return [spec]
-    if isinstance(spec, dict):
-        return [leaf for v in spec.values() for leaf in _leaves(v)]
+    if isinstance(spec, dict):  # Keras flattens dicts in sorted key order
+        return [leaf for k in sorted(spec) for leaf in _leaves(spec[k])]
     if isinstance(spec, list):
         return [leaf for v in spec for leaf in _leaves(v)]
     raise BadModelFile(f"invalid input/output layer list {str(spec)[:80]}")

@@ -1,0 +1,340 @@
+"""Fixtures for issue 3: Functional graphs, merges, multiple inputs/outputs, nested and shared
+layers, normalization and attention layers, Keras 3 `keras.ops` nodes.
+
+Run with the fixture virtualenv: `/work/venv-keras/bin/python fixtures_functional.py [--only NAME]`.
+"""
+
+from __future__ import annotations
+
+import fixturelib
+import numpy as np
+from fixturelib import is_keras3, rand, run
+
+_randomize = fixturelib.randomize
+
+
+def randomize(model, seed: int) -> None:
+    """fixturelib.randomize, then let adapted Normalization layers recompute what they derive
+    from their statistics (tf-keras caches it at adapt time, so the model would ignore them)."""
+    _randomize(model, seed)
+    for layer in model.layers:
+        if type(layer).__name__ == "Normalization" and getattr(layer, "input_mean", None) is None:
+            layer.finalize_state()
+
+
+fixturelib.randomize = randomize
+
+BATCH = 4
+
+
+def residual_mlp(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(6,), name="features")
+    h = L.Dense(8, activation="relu")(x)
+    r = L.Dense(8, activation="tanh")(h)
+    h = L.Add()([h, r])
+    r = L.Dense(8, activation="relu")(h)
+    h = L.Add()([h, r, L.Dense(8)(x)])
+    return K.Model(x, L.Dense(3)(h)), [rand((BATCH, 6), 1)]
+
+
+def concat_branches(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(4, 5))
+    a = L.Dense(3, activation="relu")(x)
+    b = L.Dense(2)(x)
+    last = L.Concatenate()([a, b, x])  # (4, 10)
+    c = L.Dense(10)(x)
+    seq = L.Concatenate(axis=1)([last, c])  # (8, 10)
+    mid = L.Concatenate(axis=-2)([seq, last])  # (12, 10)
+    y = L.Dense(2)(L.Flatten()(mid))
+    return K.Model(x, y), [rand((BATCH, 4, 5), 2)]
+
+
+def merges(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(3, 4))
+    a, b, c = L.Dense(4)(x), L.Dense(4, activation="tanh")(x), L.Dense(4, activation="sigmoid")(x)
+    v = L.Dense(4)(L.Flatten()(x))  # (4,) broadcast against (3, 4): Keras expands it to (1, 4)
+    outs = [
+        L.Subtract()([a, b]),
+        L.Multiply()([a, b, c]),
+        L.Average()([a, b, c]),
+        L.Maximum()([a, b, c]),
+        L.Minimum()([a, b]),
+        L.Add()([a, v]),
+        L.Multiply()([v, b]),
+        L.Maximum()([a, v]),
+    ]
+    y = L.Concatenate()(outs)
+    return K.Model(x, y), [rand((BATCH, 3, 4), 3)]
+
+
+def dots(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(3, 4))
+    v = K.Input(shape=(4,))
+    a, b = L.Dense(4)(x), L.Dense(4)(x)
+    w = L.Dense(4)(v)
+    outs = [
+        L.Flatten()(L.Dot(axes=-1)([a, b])),  # (3, 3)
+        L.Flatten()(L.Dot(axes=(1, 1), normalize=True)([a, b])),  # (4, 4)
+        L.Flatten()(L.Dot(axes=(2, 1))([a, w])),  # (3,)
+        L.Dot(axes=1)([v, w]),  # (1,)
+        L.Dot(axes=1, normalize=True)([v, w]),
+        L.Flatten()(L.Dot(axes=(1, 2))([w, a])),  # (3,)
+    ]
+    return K.Model([x, v], L.Concatenate()(outs)), [rand((BATCH, 3, 4), 4), rand((BATCH, 4), 5)]
+
+
+def two_inputs(K, fmt):
+    L = K.layers
+    a = K.Input(shape=(4,), name="left")
+    b = K.Input(shape=(2, 3), name="right")
+    h = L.Concatenate()([L.Dense(5)(a), L.Flatten()(L.Dense(2)(b))])
+    return K.Model([a, b], L.Dense(3)(h)), [rand((BATCH, 4), 6), rand((BATCH, 2, 3), 7)]
+
+
+def two_outputs(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(5,))
+    h = L.Dense(6, activation="relu")(x)
+    return K.Model(x, [L.Dense(2, name="head_b")(h), L.Dense(3, activation="softmax", name="head_a")(h)]), [
+        rand((BATCH, 5), 8)
+    ]
+
+
+def dict_outputs(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(5,))
+    h = L.Dense(6, activation="relu")(x)
+    # Layer names equal the keys: tf-keras lists outputs by layer name, Keras 3 by key.
+    outs = {"score": L.Dense(1, name="score")(h), "probs": L.Dense(3, activation="softmax", name="probs")(h)}
+    return K.Model(x, outs), [rand((BATCH, 5), 9)]
+
+
+def shared_twice(K, fmt):
+    L = K.layers
+    a = K.Input(shape=(4,))
+    b = K.Input(shape=(4,))
+    shared = L.Dense(3, activation="tanh", name="shared")
+    y = L.Subtract()([shared(a), shared(b)])
+    return K.Model([a, b], L.Dense(2)(y)), [rand((BATCH, 4), 10), rand((BATCH, 4), 11)]
+
+
+def shared_thrice(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(4,))
+    shared = L.Dense(4, activation="tanh", name="shared")
+    h1 = shared(x)
+    h2 = shared(h1)
+    h3 = shared(L.Dense(4)(x))
+    y = L.Concatenate()([h1, h2, h3])
+    # The output is a later call of the shared layer (node index 2 in output_layers).
+    return K.Model(x, [y, h3]), [rand((BATCH, 4), 12)]
+
+
+def nested_sequential(K, fmt):
+    L = K.layers
+    inner = K.Sequential([K.Input(shape=(4,)), L.Dense(5, activation="relu"), L.BatchNormalization(), L.Dense(3)])
+    inner_name = inner.name
+    x = K.Input(shape=(4,))
+    y = K.Input(shape=(4,))
+    # Called twice: the second call is node 1 of the nested model.
+    out = L.Add()([inner(x), inner(L.Dense(4, name=inner_name + "_pre")(y))])
+    return K.Model([x, y], L.Dense(2)(out)), [rand((BATCH, 4), 13), rand((BATCH, 4), 14)]
+
+
+def nested_functional(K, fmt):
+    L = K.layers
+    # The inner model reuses outer layer names ("dense", "add") so weights must be found by path.
+    i1 = K.Input(shape=(4,), name="inner_a")
+    i2 = K.Input(shape=(4,), name="inner_b")
+    d = L.Dense(3, name="dense")
+    inner = K.Model([i1, i2], [L.Add(name="add")([d(i1), d(i2)]), L.Dense(2, name="dense_1")(i1)], name="inner")
+    x = K.Input(shape=(4,), name="x")
+    h = L.Dense(4, name="dense")(x)
+    s, t = inner([h, x])
+    u, _ = inner([x, h])  # second call of the nested model
+    y = L.Concatenate(name="add")([s, t, u])
+    return K.Model(x, L.Dense(2, name="dense_1")(y)), [rand((BATCH, 4), 15)]
+
+
+def functional_in_functional_in_functional(K, fmt):
+    L = K.layers
+    a = K.Input(shape=(3,))
+    core = K.Model(a, L.Dense(3, activation="relu")(a), name="core")
+    b = K.Input(shape=(3,))
+    middle = K.Model(b, L.Add()([core(b), L.Dense(3)(b)]), name="middle")
+    x = K.Input(shape=(3,))
+    return K.Model(x, middle(middle(x))), [rand((BATCH, 3), 16)]
+
+
+def name_order(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(5,), name="in_z")
+    a = L.Dense(4, name="dense_9", activation="relu")(x)
+    b = L.Dense(4, name="dense_0")(x)
+    c = L.Add(name="add_7")([a, b])
+    d = L.Dense(3, name="dense")(c)
+    e = L.Dense(3, name="a_first")(b)
+    y = L.Multiply(name="multiply_0")([d, e])
+    return K.Model(x, y), [rand((BATCH, 5), 17)]
+
+
+def call_kwargs(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(5,))
+    h = L.Dense(6)(x)
+    h = L.Dropout(0.5)(h, training=False)
+    h = L.BatchNormalization()(h, training=False)
+    return K.Model(x, L.Dense(2)(h)), [rand((BATCH, 5), 18)]
+
+
+def layer_norm(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(4, 6))
+    h = L.LayerNormalization()(L.Dense(6)(x))
+    if fmt != "k3h5":  # Keras 3's .h5 loader drops list axes, so it cannot check this file
+        h = L.LayerNormalization(axis=[1, 2], epsilon=0.01)(h)
+    h = L.LayerNormalization(center=False)(h)
+    h = L.LayerNormalization(axis=1, scale=False)(h)
+    if is_keras3(K):
+        h = L.LayerNormalization(rms_scaling=True)(h)
+    return K.Model(x, h), [rand((BATCH, 4, 6), 19, 3.0)]
+
+
+def unit_group_norm(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(3, 8))
+    h = L.UnitNormalization()(x)
+    h = L.Dense(8)(h)
+    if fmt != "k3h5":  # Keras 3's .h5 loader drops list axes, so it cannot check this file
+        h = L.UnitNormalization(axis=[1, 2])(h)
+    h = L.GroupNormalization(groups=4)(h)
+    h = L.GroupNormalization(groups=2, axis=1, center=False)(L.Permute((2, 1))(h))
+    h = L.GroupNormalization(groups=-1, epsilon=0.01)(h)
+    return K.Model(x, h), [rand((BATCH, 3, 8), 20, 2.0)]
+
+
+def normalization(K, fmt):
+    L = K.layers
+    data = rand((20, 3, 4), 21, 2.0) + 1.0
+    adapted = L.Normalization()
+    adapted.adapt(data)
+    per_axis = L.Normalization(axis=(1, 2))
+    per_axis.adapt(data)
+    x = K.Input(shape=(3, 4))
+    a = adapted(x)
+    b = per_axis(x)
+    c = L.Normalization(mean=0.5, variance=4.0)(x)
+    d = L.Normalization(axis=None, mean=0.5, variance=2.0)(x)
+    e = L.Normalization(mean=[1.0, 2.0, 3.0, 4.0], variance=[1.0, 2.0, 3.0, 4.0], invert=True)(x)
+    outs = [a, b, c, d, e]
+    if fmt == "k3h5":  # Keras 3's .h5 loader drops tuple axes, so it cannot check `per_axis`
+        outs.remove(b)
+    return K.Model(x, outs), [rand((BATCH, 3, 4), 22, 2.0)]
+
+
+def mha_self(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(5, 6))
+    h = L.MultiHeadAttention(num_heads=2, key_dim=3)(x, x)
+    h = L.MultiHeadAttention(num_heads=2, key_dim=4, value_dim=2, use_bias=False)(h, h, use_causal_mask=True)
+    return K.Model(x, h), [rand((BATCH, 5, 6), 23)]
+
+
+def mha_cross(K, fmt):
+    L = K.layers
+    q = K.Input(shape=(3, 6), name="query")
+    v = K.Input(shape=(5, 4), name="value")
+    k = K.Input(shape=(5, 2), name="key")
+    a = L.MultiHeadAttention(num_heads=3, key_dim=2, output_shape=(7,))(q, v)  # key defaults to value
+    b = L.MultiHeadAttention(num_heads=1, key_dim=3)(q, v, k)
+    return K.Model([q, v, k], [a, b]), [rand((BATCH, 3, 6), 24), rand((BATCH, 5, 4), 25), rand((BATCH, 5, 2), 26)]
+
+
+def mha_axes(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(2, 3, 4))
+    a = L.MultiHeadAttention(num_heads=2, key_dim=2, attention_axes=(2,))(x, x)
+    b = L.MultiHeadAttention(num_heads=2, key_dim=2)(x, x)  # default: attend over axes 1 and 2
+    return K.Model(x, [a, b]), [rand((BATCH, 2, 3, 4), 27)]
+
+
+def attention_layers(K, fmt):
+    if fmt == "k3h5":  # Keras 3's .h5 loader turns score_mode "dot" into a function and fails
+        return None
+    L = K.layers
+    q = K.Input(shape=(3, 4))
+    v = K.Input(shape=(5, 4))
+    outs = [
+        L.Attention()([q, v]),
+        L.Attention(use_scale=True)([q, v, L.Dense(4)(v)]),
+        L.AdditiveAttention()([q, v]),
+        L.AdditiveAttention(use_scale=False)([q, v, v]),
+        L.Attention()([q, q], use_causal_mask=True),
+    ]
+    if is_keras3(K):
+        outs.append(L.Attention(score_mode="concat", use_scale=True)([q, v]))
+    return K.Model([q, v], outs), [rand((BATCH, 3, 4), 28), rand((BATCH, 5, 4), 29)]
+
+
+def einsum_dense(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(3, 4))
+    a = L.EinsumDense("abc,cd->abd", output_shape=(3, 5), bias_axes="d", activation="relu")(x)
+    b = L.EinsumDense("abc,cde->abde", output_shape=(3, 2, 2), bias_axes="de")(a)
+    c = L.EinsumDense("abcd,bcde->ae", output_shape=(3,))(b)
+    return K.Model(x, [b, c]), [rand((BATCH, 3, 4), 30)]
+
+
+def ops_model(K, fmt):
+    if fmt != "k3keras":  # op nodes exist only in Keras 3; its .h5 loader cannot read them back
+        return None
+    L, ops = K.layers, K.ops
+    x = K.Input(shape=(3, 4))
+    y = K.Input(shape=(4,))
+    h = L.Dense(4)(x)
+    a = ops.add(h, ops.expand_dims(y, 1))
+    b = ops.multiply(a, 0.5)
+    c = ops.subtract(b, h)
+    d = ops.divide(c, ops.add(ops.abs(h), 1.0))
+    e = ops.matmul(d, ops.transpose(h, (0, 2, 1)))  # (3, 3)
+    f = ops.concatenate([e, d], axis=-1)  # (3, 7)
+    g = ops.reshape(f, (-1, 21))
+    m = ops.mean(d, axis=1)
+    s = ops.sum(d, axis=-1, keepdims=True)
+    q = ops.squeeze(ops.expand_dims(m, 1), axis=1)
+    return K.Model([x, y], [g, q, s]), [rand((BATCH, 3, 4), 31), rand((BATCH, 4), 32)]
+
+
+BUILDERS = {
+    "residual_mlp": residual_mlp,
+    "concat_branches": concat_branches,
+    "merges": merges,
+    "dots": dots,
+    "two_inputs": two_inputs,
+    "two_outputs": two_outputs,
+    "dict_outputs": dict_outputs,
+    "shared_twice": shared_twice,
+    "shared_thrice": shared_thrice,
+    "nested_sequential": nested_sequential,
+    "nested_functional": nested_functional,
+    "nested_deep": functional_in_functional_in_functional,
+    "name_order": name_order,
+    "call_kwargs": call_kwargs,
+    "layer_norm": layer_norm,
+    "unit_group_norm": unit_group_norm,
+    "normalization": normalization,
+    "mha_self": mha_self,
+    "mha_cross": mha_cross,
+    "mha_axes": mha_axes,
+    "attention_layers": attention_layers,
+    "einsum_dense": einsum_dense,
+    "ops_model": ops_model,
+}
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    run("functional", BUILDERS)
