@@ -69,10 +69,17 @@ def _shape_from(cfg: dict) -> tuple | None:
     return tuple(shape[1:])
 
 
+def converter_key(entry: dict) -> str:
+    """The CONVERTERS key of a config entry: its class name, or "ops.<Class>" for a Keras 3
+    `keras.ops` node (whose class names, e.g. Add or Reshape, clash with layers')."""
+    cls = cfgmod.class_of(entry)
+    return f"ops.{cls}" if cfgmod.is_op_node(entry) else cls
+
+
 def unsupported_layers(entry: dict, found: list) -> None:
     """Collect every layer Konverter cannot convert, at any depth, as "'name' (Class: why)"."""
     for layer in cfgmod.sublayers(entry):
-        cls = cfgmod.class_of(layer)
+        cls = converter_key(layer)
         if cfgmod.is_model(layer):
             unsupported_layers(layer, found)
             continue
@@ -84,6 +91,8 @@ def unsupported_layers(entry: dict, found: list) -> None:
             why = REFUSED[cls]
         elif isinstance(registered, str) and ">" in registered:
             why = "custom object; its code is not in the file"
+        elif cls.startswith("ops."):
+            why = "keras.ops operation not supported"
         else:
             why = "not supported"
         found.append(f"{_show(name)} ({_show(cls, quote=False)}: {why})")
@@ -265,7 +274,7 @@ class Builder:
 
     # ------------------------------------------------------------------ one call
     def _call(self, entry: dict, prefix: tuple, args: list, kwargs: dict) -> Any:
-        cls = cfgmod.class_of(entry)
+        cls = converter_key(entry)
         name = cfgmod.name_of(entry)
         path = prefix + (name,)
         if cfgmod.is_model(entry):
