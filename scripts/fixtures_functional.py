@@ -170,6 +170,71 @@ def functional_in_functional_in_functional(K, fmt):
     return K.Model(x, middle(middle(x))), [rand((BATCH, 3), 16)]
 
 
+def nested_outputs(K, fmt):
+    L = K.layers
+    # Nested models whose outputs are the outer model's outputs, each called twice, so
+    # output_layers refer to node 1 of a nested model (node 2 in Keras 2 files).
+    a = K.Input(shape=(3,))
+    inner = K.Model(a, [L.Dense(2, activation="tanh")(a), L.Dense(3)(a)], name="inner")
+    seq = K.Sequential([K.Input(shape=(3,)), L.Dense(2)], name="seq")
+    x = K.Input(shape=(3,))
+    h = L.Dense(3)(x)
+    _ = inner(x), seq(x)
+    p, q = inner(h)
+    return K.Model(x, [q, seq(h), p]), [rand((BATCH, 3), 33)]
+
+
+def nested_unbuilt(K, fmt):
+    L = K.layers
+    # A Sequential without an Input layer (built by its first call) inside a Functional model,
+    # and a Functional model inside a Sequential one.
+    seq = K.Sequential([L.Dense(4, activation="relu"), L.Dense(3)], name="plain")
+    x = K.Input(shape=(5,))
+    y = seq(x)
+    y = L.Add()([y, seq(L.Dense(5)(x))])
+    a = K.Input(shape=(3,))
+    func = K.Model(a, L.Multiply()([L.Dense(3)(a), a]), name="func")
+    outer = K.Sequential([func, L.Dense(2)], name="outer")
+    return K.Model(x, outer(y)), [rand((BATCH, 5), 34)]
+
+
+def nested_name_clash(K, fmt):
+    L = K.layers
+    # Layers named "dense" at three depths of nesting; weights must be found by path.
+    if fmt.endswith("h5"):  # .h5 writers cannot: two datasets "dense/kernel" in one group
+        return None
+    a = K.Input(shape=(3,))
+    core = K.Model(a, L.Dense(3, name="dense")(a), name="core")
+    b = K.Input(shape=(3,))
+    middle = K.Model(b, L.Dense(3, name="dense")(core(b)), name="middle")
+    x = K.Input(shape=(3,))
+    return K.Model(x, L.Dense(2, name="dense")(middle(x))), [rand((BATCH, 3), 35)]
+
+
+def nested_seq_clash(K, fmt):
+    L = K.layers
+    # A Sequential inside a nested Functional model, both holding a layer named "dense". Keras 3's
+    # .h5 writer keeps them apart only by the Sequential's name ("seq/dense/kernel" vs "dense/kernel").
+    if fmt == "k2h5":  # tf-keras would write "dense/kernel:0" twice into one group
+        return None
+    seq = K.Sequential([K.Input(shape=(3,)), L.Dense(4, name="dense")], name="seq")
+    b = K.Input(shape=(3,))
+    middle = K.Model(b, L.Dense(2, name="dense")(seq(b)), name="middle")
+    x = K.Input(shape=(3,))
+    return K.Model(x, middle(x)), [rand((BATCH, 3), 38)]
+
+
+def dict_inputs(K, fmt):
+    if is_keras3(K):  # Keras 3 models with dict inputs must be called with a dict (fixturelib passes a list)
+        return None
+    L = K.layers
+    a = K.Input(shape=(3,), name="b_second")
+    b = K.Input(shape=(2,), name="a_first")
+    y = L.Dense(2)(L.Concatenate()([a, b]))
+    inputs = [rand((BATCH, 2), 37), rand((BATCH, 3), 36)]  # Keras orders dict inputs by key
+    return K.Model({"b_second": a, "a_first": b}, y), inputs
+
+
 def name_order(K, fmt):
     L = K.layers
     x = K.Input(shape=(5,), name="in_z")
@@ -322,6 +387,11 @@ BUILDERS = {
     "nested_sequential": nested_sequential,
     "nested_functional": nested_functional,
     "nested_deep": functional_in_functional_in_functional,
+    "nested_outputs": nested_outputs,
+    "nested_unbuilt": nested_unbuilt,
+    "nested_name_clash": nested_name_clash,
+    "nested_seq_clash": nested_seq_clash,
+    "dict_inputs": dict_inputs,
     "name_order": name_order,
     "call_kwargs": call_kwargs,
     "layer_norm": layer_norm,
