@@ -127,7 +127,7 @@ class Builder:
             inputs, outputs, names, as_dict = self._top_functional(config)
         if self.problems:
             raise UnsupportedModel("; ".join(self.problems))
-        return Program(name, inputs, outputs, names, as_dict, self.ops, self.layer_count)
+        return Program(name, inputs, outputs, names, as_dict, _live_ops(self.ops, outputs), self.layer_count)
 
     # ------------------------------------------------------------------ Sequential
     def _sequential_input(self, entry: dict) -> tuple[str, tuple, str]:
@@ -315,7 +315,7 @@ class Builder:
             raise BadModelFile(
                 f"{layer.describe()} has an invalid config ({type(err).__name__}: {str(err)[:100]})"
             ) from None
-        label = f"{_show(name)} ({_show(cls, quote=False)})"
+        label = f"{_show('/'.join(path))} ({_show(cls, quote=False)})"  # the path tells nested twins apart
         for op in self.ops[start:]:
             op.layer = label
         return out
@@ -380,6 +380,17 @@ def _flat(value: Any) -> list:
     if isinstance(value, dict):
         return [x for v in value.values() for x in _flat(v)]
     return [value]
+
+
+def _live_ops(ops: list, outputs: list) -> list:
+    """Drop calls whose results reach no model output (e.g. an unused output of a nested model)."""
+    needed = {id(t) for t in outputs}
+    live = []
+    for op in reversed(ops):
+        if any(id(t) in needed for t in op.outputs):
+            live.append(op)
+            needed.update(id(t) for t in _flat([list(op.args), op.kwargs]) if isinstance(t, Tensor))
+    return live[::-1]
 
 
 def build_program(model: ModelFile, options: dict | None = None) -> Program:

@@ -63,6 +63,7 @@ def _spread_nested(model: ModelFile, entry: dict, prefix: tuple, names: list, ar
             candidates = by_name.get(part)
             if not candidates:
                 continue
+
             # Prefer the leaf whose enclosing models' names precede its own in the weight name,
             # then the one with the fewest enclosing models ("dense/kernel" is the shallow one).
             def rank(leaf: tuple, before: list = parts[:i]) -> tuple:
