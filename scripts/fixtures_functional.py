@@ -6,9 +6,12 @@ Run with the fixture virtualenv: `/work/venv-keras/bin/python fixtures_functiona
 
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
+
 import fixturelib
 import numpy as np
-from fixturelib import is_keras3, rand, run
+from fixturelib import FIXTURES, is_keras3, rand, run
 
 _randomize = fixturelib.randomize
 
@@ -23,6 +26,37 @@ def randomize(model, seed: int) -> None:
 
 
 fixturelib.randomize = randomize
+
+
+def two_formats(build):
+    """Layer-math fixtures: one Keras 2 .h5 and one Keras 3 .keras file cover both Keras
+    versions and both containers; the graph fixtures keep all four formats."""
+
+    def wrapped(K, fmt):
+        return build(K, fmt) if fmt in ("k2h5", "k3keras") else None
+
+    wrapped.__name__ = build.__name__
+    return wrapped
+
+
+def deflate_archives(folder: Path) -> None:
+    """Re-zip the .keras archives with deflate (Keras stores them uncompressed, ~40 KB each for
+    these tiny models). Members, their order and their bytes are unchanged; Keras and Konverter
+    read deflated archives the same way."""
+    for path in sorted(folder.glob("*.keras")):
+        with zipfile.ZipFile(path) as src:
+            if all(i.compress_type == zipfile.ZIP_DEFLATED for i in src.infolist()):
+                continue
+            members = [(i.filename, src.read(i)) for i in src.infolist()]
+        tmp = path.with_suffix(".tmp")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
+            for name, data in members:
+                dst.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
+        with zipfile.ZipFile(tmp) as check:
+            if [(i.filename, check.read(i)) for i in check.infolist()] != members:
+                raise SystemExit(f"{path.name}: re-zipped archive differs")
+        tmp.replace(path)
+
 
 BATCH = 4
 
@@ -376,9 +410,9 @@ def ops_model(K, fmt):
 
 BUILDERS = {
     "residual_mlp": residual_mlp,
-    "concat_branches": concat_branches,
-    "merges": merges,
-    "dots": dots,
+    "concat_branches": two_formats(concat_branches),
+    "merges": two_formats(merges),
+    "dots": two_formats(dots),
     "two_inputs": two_inputs,
     "two_outputs": two_outputs,
     "dict_outputs": dict_outputs,
@@ -393,18 +427,19 @@ BUILDERS = {
     "nested_seq_clash": nested_seq_clash,
     "dict_inputs": dict_inputs,
     "name_order": name_order,
-    "call_kwargs": call_kwargs,
-    "layer_norm": layer_norm,
-    "unit_group_norm": unit_group_norm,
+    "call_kwargs": two_formats(call_kwargs),
+    "layer_norm": two_formats(layer_norm),
+    "unit_group_norm": two_formats(unit_group_norm),
     "normalization": normalization,
     "mha_self": mha_self,
-    "mha_cross": mha_cross,
-    "mha_axes": mha_axes,
-    "attention_layers": attention_layers,
-    "einsum_dense": einsum_dense,
+    "mha_cross": two_formats(mha_cross),
+    "mha_axes": two_formats(mha_axes),
+    "attention_layers": two_formats(attention_layers),
+    "einsum_dense": two_formats(einsum_dense),
     "ops_model": ops_model,
 }
 
 if __name__ == "__main__":
     np.set_printoptions(precision=4)
     run("functional", BUILDERS)
+    deflate_archives(FIXTURES / "functional")
