@@ -388,6 +388,20 @@ def einsum_dense(K, fmt):
     return K.Model(x, [b, c]), [rand((BATCH, 3, 4), 30)]
 
 
+def image_preprocessing(K, fmt):
+    L = K.layers
+    x = K.Input(shape=(6, 8, 2))
+    outs = [
+        L.CenterCrop(4, 5)(x),
+        L.CenterCrop(6, 3)(x),
+        L.Resizing(7, 3)(x),  # bilinear up in height, down in width
+        L.Resizing(3, 11, interpolation="nearest")(x),
+        L.Resizing(4, 4, interpolation="nearest")(x),
+        L.Resizing(5, 5)(L.CenterCrop(4, 5)(x)),
+    ]
+    return K.Model(x, outs), [rand((BATCH, 6, 8, 2), 39, 3.0)]
+
+
 def ops_model(K, fmt):
     if fmt != "k3keras":  # op nodes exist only in Keras 3; its .h5 loader cannot read them back
         return None
@@ -436,6 +450,7 @@ BUILDERS = {
     "mha_axes": two_formats(mha_axes),
     "attention_layers": two_formats(attention_layers),
     "einsum_dense": two_formats(einsum_dense),
+    "image_preprocessing": two_formats(image_preprocessing),
     "ops_model": ops_model,
 }
 
