@@ -258,6 +258,17 @@ def nested_seq_clash(K, fmt):
     return K.Model(x, middle(x)), [rand((BATCH, 3), 38)]
 
 
+def feature_extractor(K, fmt):
+    L = K.layers
+    # The transfer-learning pattern: a new model from another model's input and an inner
+    # layer's output, plus a head; also a model whose single output is given as a list.
+    x = K.Input(shape=(4,))
+    h = L.Dense(5, activation="relu", name="features")(x)
+    base = K.Model(x, L.Dense(3, name="old_head")(h))
+    y = L.Dense(2, name="new_head")(base.get_layer("features").output)
+    return K.Model(base.input, [L.Add()([y, L.Dense(2)(base.output)])]), [rand((BATCH, 4), 40)]
+
+
 def dict_inputs(K, fmt):
     if is_keras3(K):  # Keras 3 models with dict inputs must be called with a dict (fixturelib passes a list)
         return None
@@ -422,6 +433,31 @@ def ops_model(K, fmt):
     return K.Model([x, y], [g, q, s]), [rand((BATCH, 3, 4), 31), rand((BATCH, 4), 32)]
 
 
+def ops_more(K, fmt):
+    if fmt != "k3keras":
+        return None
+    L, ops = K.layers, K.ops
+    x = K.Input(shape=(3, 4))
+    h = L.Dense(4)(x)
+    outs = [
+        h[:, -1, :],
+        h[:, 1:3, ::2],
+        h[..., 0],
+        h[:, ::-1],
+        ops.stack([h[:, 0], h[:, 2]], axis=1),
+        ops.stack([x, h], axis=-1),
+        ops.softmax(h, axis=1),
+        ops.relu(h) + ops.sigmoid(h) - ops.tanh(h),
+        ops.max(h, axis=-1),
+        ops.min(h, axis=(1, 2), keepdims=True),
+        ops.maximum(h, 0.1) * ops.minimum(x, h),
+        ops.power(ops.abs(h) + 1.0, 1.5) + ops.sqrt(ops.square(x)),
+        ops.log(ops.abs(x) + 1.0) - ops.exp(-ops.square(h)),
+        ops.negative(ops.true_divide(h, 2.0)),
+    ]
+    return K.Model(x, outs), [rand((BATCH, 3, 4), 41)]
+
+
 BUILDERS = {
     "residual_mlp": residual_mlp,
     "concat_branches": two_formats(concat_branches),
@@ -439,6 +475,7 @@ BUILDERS = {
     "nested_unbuilt": nested_unbuilt,
     "nested_name_clash": nested_name_clash,
     "nested_seq_clash": nested_seq_clash,
+    "feature_extractor": feature_extractor,
     "dict_inputs": dict_inputs,
     "name_order": name_order,
     "call_kwargs": two_formats(call_kwargs),
@@ -452,6 +489,7 @@ BUILDERS = {
     "einsum_dense": two_formats(einsum_dense),
     "image_preprocessing": two_formats(image_preprocessing),
     "ops_model": ops_model,
+    "ops_more": ops_more,
 }
 
 if __name__ == "__main__":

@@ -106,6 +106,15 @@ def op_min(x, axis, keepdims):
     return np.min(x, axis=axis, keepdims=keepdims)
 
 
+def op_get_item(x, key):
+    # key: one entry per axis, an int (index) or a (start, stop, step) triple (a slice).
+    return x[tuple(k if isinstance(k, int) else slice(*k) for k in key)]
+
+
+def op_stack(xs, axis):
+    return np.stack(xs, axis=axis)
+
+
 BINARY = {
     "Add": op_add,
     "Subtract": op_subtract,
@@ -282,3 +291,60 @@ def concatenate_op(layer: Layer) -> Tensor:
     shape = list(xs[0].shape)
     shape[axis - 1] = None if None in sizes else sum(sizes)
     return layer.call(concatenate, xs, shape=tuple(shape), axis=axis)
+
+
+def _slice_entry(layer: Layer, entry: Any) -> Any:
+    """One entry of a GetItem key: int, (start, stop, step), "..." or a refusal."""
+    if isinstance(entry, int) and not isinstance(entry, bool):
+        return entry
+    if isinstance(entry, dict) and entry.get("class_name") == "__ellipsis__":
+        return "..."
+    if isinstance(entry, dict) and entry.get("class_name") == "__slice__":
+        cfg = entry.get("config") or {}
+        parts = tuple(cfg.get(k) for k in ("start", "stop", "step"))
+        if all(p is None or (isinstance(p, int) and not isinstance(p, bool)) for p in parts) and parts[2] != 0:
+            return parts
+    raise layer.unsupported(f"indexing with {str(entry)[:40]}")
+
+
+@converter("ops.GetItem")
+def get_item_op(layer: Layer) -> Tensor:
+    x, key = _ops_args(layer, 2)
+    if not isinstance(x, Tensor):
+        raise BadModelFile(f"{layer.describe()} has no tensor operand")
+    entries = [_slice_entry(layer, e) for e in (key if isinstance(key, list) else [key])]
+    if entries.count("...") > 1:
+        raise BadModelFile(f"{layer.describe()} has two ellipses")
+    if "..." in entries:
+        i = entries.index("...")
+        fill = [(None, None, None)] * (x.rank - (len(entries) - 1))
+        entries = entries[:i] + fill + entries[i + 1 :]
+    if len(entries) > x.rank:
+        raise BadModelFile(f"{layer.describe()} indexes {len(entries)} axes of a rank-{x.rank} tensor")
+    entries += [(None, None, None)] * (x.rank - len(entries))
+    if entries[0] != (None, None, None):
+        raise layer.unsupported("indexing that selects from the batch axis")
+    shape = []
+    for entry, size in zip(entries[1:], x.shape):
+        if isinstance(entry, int):
+            if size is not None and not -size <= entry < size:
+                raise BadModelFile(f"{layer.describe()} index {entry} is out of range for size {size}")
+        elif size is not None:
+            shape.append(len(range(*slice(*entry).indices(size))))
+        else:
+            shape.append(None)
+    return layer.call(op_get_item, x, shape=tuple(shape), key=tuple(entries))
+
+
+@converter("ops.Stack")
+def stack_op(layer: Layer) -> Tensor:
+    (xs,) = _ops_args(layer, 1)
+    if not isinstance(xs, list) or not xs or not all(isinstance(t, Tensor) for t in xs):
+        raise layer.unsupported("stack of anything but a list of tensors")
+    if any(t.shape != xs[0].shape for t in xs):
+        raise BadModelFile(f"{layer.describe()} stacks tensors of different shapes")
+    axis = layer.axis(layer.get("axis", 0), xs[0].rank + 1)
+    if axis == 0:
+        raise layer.unsupported("stacking along the batch axis")
+    shape = xs[0].shape[: axis - 1] + (len(xs),) + xs[0].shape[axis - 1 :]
+    return layer.call(op_stack, xs, shape=shape, axis=axis)
