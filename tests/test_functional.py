@@ -389,3 +389,77 @@ def test_functional_conversion_is_deterministic(tmp_path):
     first = konvert(path, tmp_path / "a.py").read_bytes()
     second = konvert(path, tmp_path / "b.py").read_bytes()
     assert first == second
+
+
+# ----------------------------------------------------------------------------- more ops, einsum, resizing
+def _slice(start=None, stop=None, step=None):
+    return {"class_name": "__slice__", "config": {"start": start, "stop": stop, "step": step}}
+
+
+def test_get_item_keeps_the_batch_axis_whole(tmp_path):
+    key = [{"class_name": "__ellipsis__", "config": {}}, _slice(None, None, -2), 1]
+    layers = [_input("x", (3, 5, 2)), _op("GetItem", "get_item", [{"args": [_ref("x"), key], "kwargs": {}}])]
+    path = _write_model(tmp_path / "getitem.h5", layers, [["x", 0, 0]], [["get_item", 0, 0]])
+    module = convert_and_import(path, tmp_path)
+    x = randn(2, 3, 5, 2)
+    assert module.OUTPUT_SHAPE == (None, 3, 3)
+    np.testing.assert_array_equal(module.predict(x), x[..., ::-2, 1])
+    np.testing.assert_array_equal(module.predict(x[0]), x[0, :, ::-2, 1])
+
+    layers[1] = _op("GetItem", "get_item", [{"args": [_ref("x"), [0, _slice()]], "kwargs": {}}])
+    path = _write_model(tmp_path / "getitem_batch.h5", layers, [["x", 0, 0]], [["get_item", 0, 0]])
+    with pytest.raises(UnsupportedModel, match="batch axis"):
+        konvert(path, tmp_path / "out.py")
+
+
+def test_attention_mask_at_call_time_is_refused(tmp_path):
+    call = {"args": [[_ref("q"), _ref("v")]], "kwargs": {"mask": [_ref("qm"), _ref("vm")]}}
+    layers = [
+        _input("q", (3, 4)),
+        _input("v", (3, 4)),
+        _input("qm", (3,)),
+        _input("vm", (3,)),
+        _layer("Attention", "attention", [call]),
+    ]
+    ins = [["q", 0, 0], ["v", 0, 0], ["qm", 0, 0], ["vm", 0, 0]]
+    path = _write_model(tmp_path / "mask.h5", layers, ins, [["attention", 0, 0]])
+    with pytest.raises(UnsupportedModel, match="'attention' \\(Attention\\): called with mask"):
+        konvert(path, tmp_path / "out.py")
+
+
+def test_einsum_dense_with_ellipsis_and_refusal_of_batch_contraction(tmp_path):
+    kernel = randn(4, 2, 3)
+    dense = _layer("EinsumDense", "ed", [{"args": [_ref("x")], "kwargs": {}}], equation="...c,cde->...de")
+    path = _write_model(
+        tmp_path / "ed.h5", [_input("x", (5, 4)), dense], [["x", 0, 0]], [["ed", 0, 0]], {"ed": [kernel]}
+    )
+    module = convert_and_import(path, tmp_path)
+    x = randn(2, 5, 4)
+    np.testing.assert_allclose(module.predict(x), np.einsum("btc,cde->btde", x, kernel), rtol=1e-5, atol=1e-6)
+    # The file's letters never reach the generated code: Konverter writes its own equation.
+    assert "...c,cde" not in open(module.__file__).read()
+
+    mixing = _layer("EinsumDense", "ed", [{"args": [_ref("x")], "kwargs": {}}], equation="abc,ad->dbc")
+    weights = {"ed": [randn(7, 2)]}
+    path = _write_model(tmp_path / "ed_bad.h5", [_input("x", (5, 4)), mixing], [["x", 0, 0]], [["ed", 0, 0]], weights)
+    with pytest.raises(UnsupportedModel, match="batch axis"):
+        konvert(path, tmp_path / "out2.py")
+
+
+def test_resizing_kernels():
+    from konverter.layers.preprocessing import (
+        _bilinear_axis,
+        _nearest_axis,
+        image_resize_bilinear,
+        image_resize_nearest,
+    )
+
+    x = randn(2, 3, 4, 2)
+    # Same size: bilinear is the identity (half-pixel centers land exactly on the pixels).
+    y0, y1, yl = _bilinear_axis(3, 3)
+    x0, x1, xl = _bilinear_axis(4, 4)
+    same = image_resize_bilinear(x, y0, y1, yl.reshape(-1, 1, 1), x0, x1, xl.reshape(-1, 1))
+    np.testing.assert_allclose(same, x, rtol=1e-6)
+    # Doubling with nearest repeats every pixel twice.
+    double = image_resize_nearest(x, _nearest_axis(3, 6), _nearest_axis(4, 8))
+    np.testing.assert_array_equal(double, x.repeat(2, axis=1).repeat(2, axis=2))
