@@ -95,11 +95,17 @@ def attend(s, v, causal):
 
 # ----------------------------------------------------------------------------- converters
 def _refuse_masks(layer: Layer, names: tuple) -> None:
-    given = [n for n in names if layer.kwargs.get(n) is not None]
+    given = [n for n in names if _holds_tensor(layer.kwargs.get(n))]  # Keras 3.1 writes mask=[None, None]
     if given:
         raise layer.unsupported(f"called with {', '.join(given)} (masks at call time are not supported)")
     if layer.kwargs.get("return_attention_scores"):
         raise layer.unsupported("return_attention_scores=True")
+
+
+def _holds_tensor(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensor(v) for v in value)
+    return isinstance(value, Tensor)
 
 
 def _causal(layer: Layer) -> bool:
