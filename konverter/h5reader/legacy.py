@@ -63,15 +63,10 @@ def _spread_nested(model: ModelFile, entry: dict, prefix: tuple, names: list, ar
             candidates = by_name.get(part)
             if not candidates:
                 continue
-
             # Prefer the leaf whose enclosing models' names precede its own in the weight name,
             # then the one with the fewest enclosing models ("dense/kernel" is the shallow one).
-            def rank(leaf: tuple, before: list = parts[:i]) -> tuple:
-                ancestors = leaf[len(prefix) : -1]
-                return (_shared_tail(ancestors, before), -len(ancestors))
-
-            best = max(rank(leaf) for leaf in candidates)
-            candidates = [leaf for leaf in candidates if rank(leaf) == best]
+            ranks = [_match_rank(leaf[len(prefix) : -1], parts[:i]) for leaf in candidates]
+            candidates = [leaf for leaf, r in zip(candidates, ranks) if r == max(ranks)]
             # Identical weight names cannot share one HDF5 group, so this is only a safety net.
             n = seen.get(wname, 0)
             seen[wname] = n + 1
@@ -83,9 +78,10 @@ def _spread_nested(model: ModelFile, entry: dict, prefix: tuple, names: list, ar
         model.weight_names.setdefault(owner, []).append(wname)
 
 
-def _shared_tail(a: tuple, b: list) -> int:
-    """How many trailing components `a` and `b` have in common."""
+def _match_rank(ancestors: tuple, before: list) -> tuple:
+    """(trailing names shared by the leaf's enclosing models and the weight-name components
+    before the leaf's name, minus the nesting depth): larger is a better match."""
     n = 0
-    while n < len(a) and n < len(b) and a[len(a) - 1 - n] == b[len(b) - 1 - n]:
+    while n < len(ancestors) and n < len(before) and ancestors[-1 - n] == before[-1 - n]:
         n += 1
-    return n
+    return n, -len(ancestors)
