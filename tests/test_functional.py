@@ -472,3 +472,26 @@ def test_resizing_kernels():
     # Doubling with nearest repeats every pixel twice.
     double = image_resize_nearest(x, _nearest_axis(3, 6), _nearest_axis(4, 8))
     np.testing.assert_array_equal(double, x.repeat(2, axis=1).repeat(2, axis=2))
+
+
+def test_multi_head_attention_called_with_keyword_tensors(tmp_path):
+    # mha(query=q, value=v): Keras 3 stores both as keyword arguments; key defaults to value.
+    wq, bq, wk, bk = randn(4, 2, 3), randn(2, 3), randn(5, 2, 3), randn(2, 3)
+    wv, bv, wo, bo = randn(5, 2, 3), randn(2, 3), randn(2, 3, 4), randn(4)
+    call = {"args": [], "kwargs": {"query": _ref("q"), "value": _ref("v"), "training": False}}
+    mha = _layer("MultiHeadAttention", "mha", [call], num_heads=2, key_dim=3, attention_axes=None)
+    layers = [_input("q", (3, 4)), _input("v", (6, 5)), mha]
+    weights = {"mha": [wq, bq, wk, bk, wv, bv, wo, bo]}
+    path = _write_model(tmp_path / "mha.h5", layers, [["q", 0, 0], ["v", 0, 0]], [["mha", 0, 0]], weights)
+    module = convert_and_import(path, tmp_path)
+    q, v = randn(2, 3, 4), randn(2, 6, 5)
+    qp = np.einsum("btc,cnd->btnd", q, wq) + bq
+    kp = np.einsum("bsc,cnd->bsnd", v, wk) + bk
+    vp = np.einsum("bsc,cnd->bsnd", v, wv) + bv
+    s = np.einsum("btnd,bsnd->bnts", qp / np.sqrt(3.0), kp)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    o = np.einsum("bnts,bsnd->btnd", w, vp)
+    expected = np.einsum("btnd,nde->bte", o, wo) + bo
+    np.testing.assert_allclose(module.predict(q, v), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(module.predict(q[1], v[1]), expected[1], rtol=1e-4, atol=1e-5)
