@@ -234,11 +234,12 @@ def test_output_never_computed_is_refused(tmp_path):
         konvert(path, tmp_path / "out.py")
 
 
-def test_unsupported_ops_are_all_named_at_once(tmp_path):
+@pytest.mark.parametrize("module", ["keras.src.ops.numpy", None])
+def test_unsupported_ops_are_all_named_at_once(tmp_path, module):
     layers = [
         _input("x", (3,)),
-        _op("Cumsum", "cumsum", [{"args": [_ref("x")], "kwargs": {}}], axis=1),
-        _op("Sort", "sort", [{"args": [_ref("cumsum")], "kwargs": {}}]),
+        _op("Cumsum", "cumsum", [{"args": [_ref("x")], "kwargs": {}}], module=module, axis=1, dtype=None),
+        _op("Sort", "sort", [{"args": [_ref("cumsum")], "kwargs": {}}], module=module),
         _layer("Lambda", "lambda", [{"args": [_ref("sort")], "kwargs": {}}]),
     ]
     path = _write_model(tmp_path / "ops.h5", layers, [["x", 0, 0]], [["lambda", 0, 0]])

@@ -51,8 +51,9 @@ def is_op_node(entry: dict) -> bool:
     """Keras 3 stores `keras.ops.*` calls on symbolic tensors as entries that are not layers.
 
     `.keras` files say so in `module`; Keras 3's legacy `.h5` writer drops `module`, so there an
-    op is recognised by its config lacking what every layer config has (`trainable`, `dtype`):
-    an op "Add" must never be taken for the Add layer.
+    op is recognised by its config having neither `trainable` nor a `dtype` (layer configs have
+    at least one of them; an op's `dtype` argument, if any, is mostly None): an op "Add" must
+    never be taken for the Add layer.
     """
     module = entry.get("module")
     if isinstance(module, str):
@@ -62,7 +63,7 @@ def is_op_node(entry: dict) -> bool:
         "module" not in entry
         and isinstance(cfg, dict)
         and "trainable" not in cfg
-        and "dtype" not in cfg
+        and cfg.get("dtype") is None
         and entry.get("class_name") not in MODEL_CLASSES | {"InputLayer"}
     )
 
