@@ -211,6 +211,17 @@ class Builder:
                 pending.append((e, k, call))
 
         def offset(lname: str, node: int, in_io_list: bool) -> int:
+            shifted = _offset(lname, node, in_io_list)
+            # Defensive, for writers not covered above: a nested model's call index must exist.
+            calls = layers[lname].get("inbound_nodes")
+            if cfgmod.is_model(layers[lname]) and isinstance(calls, list):
+                if shifted < 0:
+                    return node
+                if shifted >= len(calls) and node - 1 < len(calls) and node >= 1:
+                    return node - 1
+            return shifted
+
+        def _offset(lname: str, node: int, in_io_list: bool) -> int:
             target = layers.get(lname)
             if target is None:
                 raise BadModelFile(f"a layer refers to {_show(lname)}, which is not in the model")

@@ -496,3 +496,27 @@ def test_multi_head_attention_called_with_keyword_tensors(tmp_path):
     expected = np.einsum("btnd,nde->bte", o, wo) + bo
     np.testing.assert_allclose(module.predict(q, v), expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(module.predict(q[1], v[1]), expected[1], rtol=1e-4, atol=1e-5)
+
+
+def test_nested_model_node_index_out_of_range_falls_back_by_one(tmp_path):
+    # A writer that shifted a nested model's node index where Konverter expects no shift
+    # (["inner", 1, 0] although the model has one call): the only existing call is meant.
+    inner = {
+        "class_name": "Functional",
+        "name": "inner",
+        "config": {
+            "name": "inner",
+            "layers": [_input("a", (2,)), _layer("Add", "twice", [{"args": [[_ref("a"), _ref("a")]], "kwargs": {}}])],
+            "input_layers": [["a", 0, 0]],
+            "output_layers": [["twice", 0, 0]],
+        },
+        "inbound_nodes": [{"args": [_ref("x")], "kwargs": {}}],
+    }
+    layers = [
+        _input("x", (2,)),
+        inner,
+        _layer("Multiply", "times_x", [{"args": [[_ref("inner", 1), _ref("x")]], "kwargs": {}}]),
+    ]
+    path = _write_model(tmp_path / "shifted.h5", layers, [["x", 0, 0]], [["times_x", 0, 0]])
+    module = convert_and_import(path, tmp_path)
+    np.testing.assert_array_equal(module.predict([1.0, 3.0]), [2.0, 18.0])
