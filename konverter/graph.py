@@ -83,9 +83,15 @@ def unsupported_layers(entry: dict, found: list) -> None:
         if cfgmod.is_model(layer):
             unsupported_layers(layer, found)
             continue
+        name = cfgmod.name_of(layer)
+        # A converter may refuse by config before conversion (e.g. TFOpLambda by function name).
+        refuses = getattr(CONVERTERS.get(cls), "refuses", None)
+        why = refuses(layer) if refuses is not None else None
+        if why:
+            found.append(f"{_show(name)} ({_show(cls, quote=False)}: {why})")
+            continue
         if cls in CONVERTERS or cls == "InputLayer":
             continue
-        name = cfgmod.name_of(layer)
         registered = layer.get("registered_name")
         if cls in REFUSED:
             why = REFUSED[cls]
@@ -332,6 +338,9 @@ class Builder:
         return out
 
 
+CONSTANT_VALUE = "_CONSTANT_VALUE"  # tf.keras's marker for a non-tensor first call argument
+
+
 class _Missing(Exception):
     pass
 
@@ -364,9 +373,12 @@ def _parse_call(call: Any, resolve) -> tuple[list, dict]:
         call = [call]
     tensors, kwargs = [], {}
     for ref in call:
-        if _as_ref(ref) is None:
+        if isinstance(ref, list) and len(ref) in (3, 4) and ref[:2] == [CONSTANT_VALUE, -1]:
+            tensors.append(ref[2])  # a constant first argument of a TF op (tf.keras TFOpLambda)
+        elif _as_ref(ref) is None:
             raise BadModelFile(f"invalid inbound node entry {str(ref)[:80]}")
-        tensors.append(resolve(list(ref[:3])))
+        else:
+            tensors.append(resolve(list(ref[:3])))
         if len(ref) == 4 and isinstance(ref[3], dict) and not kwargs:
             kwargs = resolve(ref[3])
     return ([tensors[0]] if len(tensors) == 1 else [tensors]), kwargs

@@ -459,6 +459,39 @@ def ops_more(K, fmt):
     return K.Model(x, outs), [rand((BATCH, 3, 4), 41)]
 
 
+def tf_ops(K, fmt):
+    # tf.keras turns TensorFlow functions on symbolic tensors into TFOpLambda/SlicingOpLambda layers.
+    if is_keras3(K):
+        return None
+    import tensorflow as tf
+
+    L = K.layers
+    x = K.Input(shape=(3, 4))
+    h = L.Dense(4)(x)
+    outs = [
+        h + 1.0,
+        2.0 - h * x,
+        (h / (tf.abs(x) + 1)) ** 2,
+        tf.concat([h, x], axis=-1),
+        tf.reshape(h, (-1, 12)),
+        tf.reduce_mean(h, axis=1),
+        tf.reduce_sum(h, axis=-1, keepdims=True),
+        tf.nn.relu(h) + tf.sigmoid(h) - tf.tanh(-h),
+        tf.nn.softmax(h, axis=1),
+        h[:, 0],
+        h[:, tf.newaxis, ::-1],
+        tf.transpose(h, perm=[0, 2, 1]),
+        tf.matmul(h, x, transpose_b=True),
+        tf.squeeze(tf.expand_dims(h, 1), axis=1),
+        tf.stack([h, x], axis=1),
+        tf.maximum(h, 0.1) + tf.minimum(h, x),
+        tf.exp(-tf.square(h)) + tf.math.log(tf.abs(x) + 1.0) + tf.sqrt(tf.abs(h)),
+    ]
+    if fmt == "k2h5":  # the .keras writer of tf-keras cannot serialize an Ellipsis
+        outs.append(h[..., 1:3])
+    return K.Model(x, outs), [rand((BATCH, 3, 4), 42)]
+
+
 def save_ops_h5() -> None:
     """ops_model as Keras 3 .h5: Keras writes it (without the entries' "module", so op nodes look
     like layers) but cannot load it back, so the reload check is skipped; the reference outputs
@@ -503,6 +536,7 @@ BUILDERS = {
     "attention_layers": two_formats(attention_layers),
     "einsum_dense": two_formats(einsum_dense),
     "image_preprocessing": two_formats(image_preprocessing),
+    "tf_ops": tf_ops,
     "ops_model": ops_model,
     "ops_more": ops_more,
 }

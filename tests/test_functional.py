@@ -520,3 +520,45 @@ def test_nested_model_node_index_out_of_range_falls_back_by_one(tmp_path):
     path = _write_model(tmp_path / "shifted.h5", layers, [["x", 0, 0]], [["times_x", 0, 0]])
     module = convert_and_import(path, tmp_path)
     np.testing.assert_array_equal(module.predict([1.0, 3.0]), [2.0, 18.0])
+
+
+def _tf_op(function, name, node, cls="TFOpLambda"):
+    return {
+        "class_name": cls,
+        "name": name,
+        "config": {"name": name, "trainable": True, "dtype": "float32", "function": function},
+        "inbound_nodes": [node],
+    }
+
+
+def test_tf_op_layers_with_a_constant_first_argument(tmp_path):
+    # tf.keras: `2.0 - x` is tf.math.subtract with a _CONSTANT_VALUE first argument; then x[:, None, 1].
+    layers = [
+        _input("x", (3,)),
+        _tf_op("math.subtract", "sub", ["_CONSTANT_VALUE", -1, 2.0, {"y": ["x", 0, 0], "name": None}]),
+        _tf_op(
+            "__operators__.getitem",
+            "item",
+            ["sub", 0, 0, {"slice_spec": [{"start": None, "stop": None, "step": None}, None, 1]}],
+            cls="SlicingOpLambda",
+        ),
+    ]
+    path = _write_model(tmp_path / "tfop.h5", layers, [["x", 0, 0]], [["item", 0, 0]], version="2.15.0")
+    module = convert_and_import(path, tmp_path)
+    assert module.OUTPUT_SHAPE == (None, 1)
+    np.testing.assert_array_equal(module.predict([[1.0, 5.0, 7.0]]), [[-3.0]])
+
+
+def test_unsupported_tf_functions_are_named_with_other_problems(tmp_path):
+    layers = [
+        _input("x", (3,)),
+        _tf_op("math.cumsum", "tf.math.cumsum", ["x", 0, 0, {"axis": 1}]),
+        _tf_op("math.add", "tf.math.add", ["tf.math.cumsum", 0, 0, {"y": 1.0}]),
+        _layer("Lambda", "lambda", [[["tf.math.add", 0, 0, {}]]]),
+    ]
+    path = _write_model(tmp_path / "tfop_bad.h5", layers, [["x", 0, 0]], [["lambda", 0, 0]], version="2.15.0")
+    with pytest.raises(UnsupportedModel) as err:
+        konvert(path, tmp_path / "out.py")
+    message = str(err.value)
+    assert "'tf.math.cumsum' (TFOpLambda: TensorFlow function tf.math.cumsum not supported)" in message
+    assert "'lambda' (Lambda" in message and "tf.math.add'" not in message

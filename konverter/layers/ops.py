@@ -107,8 +107,8 @@ def op_min(x, axis, keepdims):
 
 
 def op_get_item(x, key):
-    # key: one entry per axis, an int (index) or a (start, stop, step) triple (a slice).
-    return x[tuple(k if isinstance(k, int) else slice(*k) for k in key)]
+    # key: an int (index), a (start, stop, step) triple (a slice) or None (a new axis) per entry.
+    return x[tuple(k if k is None or isinstance(k, int) else slice(*k) for k in key)]
 
 
 def op_stack(xs, axis):
@@ -294,8 +294,8 @@ def concatenate_op(layer: Layer) -> Tensor:
 
 
 def _slice_entry(layer: Layer, entry: Any) -> Any:
-    """One entry of a GetItem key: int, (start, stop, step), "..." or a refusal."""
-    if isinstance(entry, int) and not isinstance(entry, bool):
+    """One entry of a GetItem key: int, (start, stop, step), "...", None (new axis) or a refusal."""
+    if entry is None or (isinstance(entry, int) and not isinstance(entry, bool)):
         return entry
     if isinstance(entry, dict) and entry.get("class_name") == "__ellipsis__":
         return "..."
@@ -315,17 +315,24 @@ def get_item_op(layer: Layer) -> Tensor:
     entries = [_slice_entry(layer, e) for e in (key if isinstance(key, list) else [key])]
     if entries.count("...") > 1:
         raise BadModelFile(f"{layer.describe()} has two ellipses")
+    used = sum(1 for e in entries if e is not None and e != "...")
+    if used > x.rank:
+        raise BadModelFile(f"{layer.describe()} indexes {used} axes of a rank-{x.rank} tensor")
+    full = (None, None, None)
     if "..." in entries:
         i = entries.index("...")
-        fill = [(None, None, None)] * (x.rank - (len(entries) - 1))
-        entries = entries[:i] + fill + entries[i + 1 :]
-    if len(entries) > x.rank:
-        raise BadModelFile(f"{layer.describe()} indexes {len(entries)} axes of a rank-{x.rank} tensor")
-    entries += [(None, None, None)] * (x.rank - len(entries))
-    if entries[0] != (None, None, None):
-        raise layer.unsupported("indexing that selects from the batch axis")
+        entries = entries[:i] + [full] * (x.rank - used) + entries[i + 1 :]
+    else:
+        entries += [full] * (x.rank - used)
+    if entries[0] != full:
+        raise layer.unsupported("indexing that selects from, or adds an axis before, the batch axis")
     shape = []
-    for entry, size in zip(entries[1:], x.shape):
+    sizes = iter(x.shape)
+    for entry in entries[1:]:
+        if entry is None:
+            shape.append(1)
+            continue
+        size = next(sizes)
         if isinstance(entry, int):
             if size is not None and not -size <= entry < size:
                 raise BadModelFile(f"{layer.describe()} index {entry} is out of range for size {size}")
