@@ -312,6 +312,7 @@ def layer_norm(K, fmt):
     h = L.LayerNormalization(axis=1, scale=False)(h)
     if is_keras3(K):
         h = L.LayerNormalization(rms_scaling=True)(h)
+        h = L.RMSNormalization(epsilon=1e-5)(L.Dense(6)(h))
     return K.Model(x, h), [rand((BATCH, 4, 6), 19, 3.0)]
 
 
