@@ -137,7 +137,10 @@ def generate(
         _dependencies(runtime.compare_outputs, funcs, constants)
 
     def weight_name(const: Const) -> str:
-        key = id(const.array)
+        # Keyed by memory, not object: a shared layer's reshaped kernel (a new view of the same
+        # array on every call) is still embedded once.
+        a = const.array
+        key = (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str) if a.size else id(a)
         if key not in weight_ids:
             weight_ids[key] = f"_w{len(weights)}"
             weights.append(const.array)

@@ -71,12 +71,26 @@ def _shape_from(cfg: dict) -> tuple | None:
     return tuple(shape[1:])
 
 
+def converter_key(entry: dict) -> str:
+    """The CONVERTERS key of a config entry: its class name, or "ops.<Class>" for a Keras 3
+    `keras.ops` node (whose class names, e.g. Add or Reshape, clash with layers')."""
+    cls = cfgmod.class_of(entry)
+    return f"ops.{cls}" if cfgmod.is_op_node(entry) else cls
+
+
 def unsupported_layers(entry: dict, found: list) -> None:
     """Collect every layer Konverter cannot convert, at any depth, as "'name' (Class: why)"."""
     for layer in cfgmod.sublayers(entry):
-        cls = cfgmod.class_of(layer)
+        cls = converter_key(layer)
         if cfgmod.is_model(layer):
             unsupported_layers(layer, found)
+            continue
+        name = cfgmod.name_of(layer)
+        # A converter may refuse by config before conversion (e.g. TFOpLambda by function name).
+        refuses = getattr(CONVERTERS.get(cls), "refuses", None)
+        why = refuses(layer) if refuses is not None else None
+        if why:
+            found.append(f"{_show(name)} ({_show(cls, quote=False)}: {why})")
             continue
         if cls in CONVERTERS or cls == "InputLayer":
             # Wrappers (Bidirectional, TimeDistributed): their inner layers are checked the same way.
@@ -85,12 +99,13 @@ def unsupported_layers(entry: dict, found: list) -> None:
             if wrapped:
                 unsupported_layers({"class_name": "Sequential", "config": {"layers": wrapped}}, found)
             continue
-        name = cfgmod.name_of(layer)
         registered = layer.get("registered_name")
         if cls in REFUSED:
             why = REFUSED[cls]
         elif isinstance(registered, str) and ">" in registered:
             why = "custom object; its code is not in the file"
+        elif cls.startswith("ops."):
+            why = "keras.ops operation not supported"
         else:
             why = "not supported"
         found.append(f"{_show(name)} ({_show(cls, quote=False)}: {why})")
@@ -126,9 +141,12 @@ class Builder:
             inputs, outputs, names, as_dict = self._top_functional(config)
         if self.problems:
             raise UnsupportedModel("; ".join(self.problems))
+        # Stateful models also need the ops that compute the state they carry to the next call.
+        roots = list(outputs) + [final for _, final in self.state_slots if final is not None]
+        ops = _live_ops(self.ops, roots)
         for program_pass in PROGRAM_PASSES:
-            program_pass(self.ops, outputs)
-        return Program(name, inputs, outputs, names, as_dict, self.ops, self.layer_count, self.state_slots)
+            program_pass(ops, outputs)
+        return Program(name, inputs, outputs, names, as_dict, ops, self.layer_count, self.state_slots)
 
     # ------------------------------------------------------------------ Sequential
     def _sequential_input(self, entry: dict) -> tuple[str, tuple, str]:
@@ -215,6 +233,17 @@ class Builder:
                 pending.append((e, k, call))
 
         def offset(lname: str, node: int, in_io_list: bool) -> int:
+            shifted = _offset(lname, node, in_io_list)
+            # Defensive, for writers not covered above: a nested model's call index must exist.
+            calls = layers[lname].get("inbound_nodes")
+            if cfgmod.is_model(layers[lname]) and isinstance(calls, list):
+                if shifted < 0:
+                    return node
+                if shifted >= len(calls) and node - 1 < len(calls) and node >= 1:
+                    return node - 1
+            return shifted
+
+        def _offset(lname: str, node: int, in_io_list: bool) -> int:
             target = layers.get(lname)
             if target is None:
                 raise BadModelFile(f"a layer refers to {_show(lname)}, which is not in the model")
@@ -272,13 +301,13 @@ class Builder:
             outs = [resolve(list(r), in_io_list=True) for r in refs]
         except _Missing as missing:
             raise BadModelFile(f"output {_show(missing.args[0][0])} is never computed") from None
-        if isinstance(out_spec, dict):
-            return outs, list(out_spec.keys()), True
+        if isinstance(out_spec, dict) and len(out_spec) == len(outs):
+            return outs, sorted(out_spec), True
         return outs, [r[0] for r in refs], False
 
     # ------------------------------------------------------------------ one call
     def _call(self, entry: dict, prefix: tuple, args: list, kwargs: dict) -> Any:
-        cls = cfgmod.class_of(entry)
+        cls = converter_key(entry)
         name = cfgmod.name_of(entry)
         path = prefix + (name,)
         if cfgmod.is_model(entry):
@@ -323,10 +352,13 @@ class Builder:
             raise BadModelFile(
                 f"{layer.describe()} has an invalid config ({type(err).__name__}: {str(err)[:100]})"
             ) from None
-        label = f"{_show(name)} ({_show(cls, quote=False)})"
+        label = f"{_show('/'.join(path))} ({_show(cls, quote=False)})"  # the path tells nested twins apart
         for op in self.ops[start:]:
             op.layer = label
         return out
+
+
+CONSTANT_VALUE = "_CONSTANT_VALUE"  # tf.keras's marker for a non-tensor first call argument
 
 
 class _Missing(Exception):
@@ -375,9 +407,12 @@ def _parse_call(call: Any, resolve) -> tuple[list, dict]:
         call = [call]
     tensors, kwargs = [], {}
     for ref in call:
-        if _as_ref(ref) is None:
+        if isinstance(ref, list) and len(ref) in (3, 4) and ref[:2] == [CONSTANT_VALUE, -1]:
+            tensors.append(ref[2])  # a constant first argument of a TF op (tf.keras TFOpLambda)
+        elif _as_ref(ref) is None:
             raise BadModelFile(f"invalid inbound node entry {str(ref)[:80]}")
-        tensors.append(resolve(list(ref[:3])))
+        else:
+            tensors.append(resolve(list(ref[:3])))
         if len(ref) == 4 and isinstance(ref[3], dict) and not kwargs:
             kwargs = resolve(ref[3])
     return ([tensors[0]] if len(tensors) == 1 else [tensors]), kwargs
@@ -389,8 +424,8 @@ def _leaves(spec: Any) -> list:
         return []
     if isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str):
         return [spec]
-    if isinstance(spec, dict):
-        return [leaf for v in spec.values() for leaf in _leaves(v)]
+    if isinstance(spec, dict):  # Keras flattens dicts in sorted key order
+        return [leaf for k in sorted(spec) for leaf in _leaves(spec[k])]
     if isinstance(spec, list):
         return [leaf for v in spec for leaf in _leaves(v)]
     raise BadModelFile(f"invalid input/output layer list {str(spec)[:80]}")
@@ -402,6 +437,17 @@ def _flat(value: Any) -> list:
     if isinstance(value, dict):
         return [x for v in value.values() for x in _flat(v)]
     return [value]
+
+
+def _live_ops(ops: list, outputs: list) -> list:
+    """Drop calls whose results reach no model output (e.g. an unused output of a nested model)."""
+    needed = {id(t) for t in outputs}
+    live = []
+    for op in reversed(ops):
+        if any(id(t) in needed for t in op.outputs):
+            live.append(op)
+            needed.update(id(t) for t in _flat([list(op.args), op.kwargs]) if isinstance(t, Tensor))
+    return live[::-1]
 
 
 def build_program(model: ModelFile, options: dict | None = None) -> Program:

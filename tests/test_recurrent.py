@@ -248,7 +248,8 @@ def _model(layers, keras_version="3.5.0", weights=None):
 
 
 def _entry(cls, **config):
-    return {"class_name": cls, "config": {"name": config.pop("name", cls.lower()), **config}}
+    # Real layer configs always carry `trainable` (an entry without it reads as a Keras 3 op node).
+    return {"class_name": cls, "config": {"name": config.pop("name", cls.lower()), "trainable": True, **config}}
 
 
 def test_mask_reaching_an_unknown_layer_is_refused():

@@ -48,9 +48,24 @@ def sublayers(entry: dict) -> list[dict]:
 
 
 def is_op_node(entry: dict) -> bool:
-    """Keras 3 stores `keras.ops.*` calls on symbolic tensors as entries that are not layers."""
+    """Keras 3 stores `keras.ops.*` calls on symbolic tensors as entries that are not layers.
+
+    `.keras` files say so in `module`; Keras 3's legacy `.h5` writer drops `module`, so there an
+    op is recognised by its config having neither `trainable` nor a `dtype` (layer configs have
+    at least one of them; an op's `dtype` argument, if any, is mostly None): an op "Add" must
+    never be taken for the Add layer.
+    """
     module = entry.get("module")
-    return isinstance(module, str) and module.startswith("keras.src.ops")
+    if isinstance(module, str):
+        return module.startswith("keras.src.ops")
+    cfg = entry.get("config")
+    return (
+        "module" not in entry
+        and isinstance(cfg, dict)
+        and "trainable" not in cfg
+        and cfg.get("dtype") is None
+        and entry.get("class_name") not in MODEL_CLASSES | {"InputLayer"}
+    )
 
 
 def snake_case(name: str) -> str:

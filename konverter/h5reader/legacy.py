@@ -47,16 +47,41 @@ def _spread_nested(model: ModelFile, entry: dict, prefix: tuple, names: list, ar
     """A nested model is one group holding all its descendants' weights: assign each by name.
 
     Keras orders them all-trainable-then-all-non-trainable across sublayers, so position says
-    little; the sublayer's name appears as a component of each weight name instead.
+    little; the owning layer's name appears as a component of each weight name instead
+    ("dense/kernel:0"). Keras 3 also prefixes weights inside a nested Sequential with its name
+    ("seq/dense/kernel"), which tells apart equally named layers at different depths.
     """
     leaves = cfgmod.leaf_paths(entry, prefix)
-    by_name: dict[str, tuple] = {}
+    by_name: dict[str, list] = {}
     for leaf in leaves:
-        by_name.setdefault(leaf[-1], leaf)
+        by_name.setdefault(leaf[-1], []).append(leaf)
+    seen: dict[str, int] = {}
     for wname, array in zip(names, arrays):
         parts = wname.split(":")[0].split("/")[:-1]
-        owner = next((by_name[p] for p in parts if p in by_name), None)
+        owner = None
+        for i, part in enumerate(parts):
+            candidates = by_name.get(part)
+            if not candidates:
+                continue
+            # Prefer the leaf whose enclosing models' names precede its own in the weight name,
+            # then the one with the fewest enclosing models ("dense/kernel" is the shallow one).
+            ranks = [_match_rank(leaf[len(prefix) : -1], parts[:i]) for leaf in candidates]
+            candidates = [leaf for leaf, r in zip(candidates, ranks) if r == max(ranks)]
+            # Identical weight names cannot share one HDF5 group, so this is only a safety net.
+            n = seen.get(wname, 0)
+            seen[wname] = n + 1
+            owner = candidates[n % len(candidates)]
+            break
         if owner is None:
             raise BadModelFile(f"weight {wname!r} of nested model {prefix[-1]!r} matches none of its layers")
         model.weights.setdefault(owner, []).append(array)
         model.weight_names.setdefault(owner, []).append(wname)
+
+
+def _match_rank(ancestors: tuple, before: list) -> tuple:
+    """(trailing names shared by the leaf's enclosing models and the weight-name components
+    before the leaf's name, minus the nesting depth): larger is a better match."""
+    n = 0
+    while n < len(ancestors) and n < len(before) and ancestors[-1 - n] == before[-1 - n]:
+        n += 1
+    return n, -len(ancestors)

@@ -1,0 +1,301 @@
+"""Attention layers: MultiHeadAttention, Attention, AdditiveAttention, and EinsumDense.
+
+Dropout is the identity at inference. Masks passed at call time (attention_mask, query_mask,
+...) are refused; use_causal_mask is supported. The einsum equations written into generated
+files are rebuilt by Konverter from validated letters, never copied from the model file.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadModelFile
+from .activations import apply_activation, softmax
+from .base import Layer, Tensor, as_int, as_int_tuple, converter
+
+CAUSAL_PENALTY = 1e9  # Keras subtracts 1e9 from masked-out scores before the softmax
+
+
+def einsum_dense(x, kernel, bias, equation):
+    y = np.einsum(equation, x, kernel, optimize=True)
+    return y if bias is None else y + bias
+
+
+def causal_scores(s):
+    # Query i may only attend to keys j <= i (a lower-triangular mask over the last two axes).
+    allowed = np.tril(np.ones(s.shape[-2:], dtype=bool))
+    return np.where(allowed, s, s - CAUSAL_PENALTY)
+
+
+def mha_project(x, kernel, bias, heads):
+    # EinsumDense "...c,cnd->...nd": a Dense on the last axis, split into (heads, size).
+    y = x @ kernel
+    if bias is not None:
+        y = y + bias
+    return y.reshape(x.shape[:-1] + heads)
+
+
+def mha_attend(q, k, v, axes, scale, causal):
+    # q: (batch, *positions, heads, key_dim); attention runs over the position axes in `axes`,
+    # every other position axis is attended independently (like the batch axis).
+    r = q.ndim
+    keep = [i for i in range(1, r - 2) if i not in axes]
+    perm = [0] + keep + [r - 2] + list(axes) + [r - 1]
+    q, k, v = q.transpose(perm), k.transpose(perm), v.transpose(perm)
+    lead = len(keep) + 2
+    q_positions = q.shape[lead:-1]
+    qf = q.reshape(q.shape[:lead] + (-1, q.shape[-1]))
+    kf = k.reshape(k.shape[:lead] + (-1, k.shape[-1]))
+    vf = v.reshape(v.shape[:lead] + (-1, v.shape[-1]))
+    s = (qf * scale) @ np.swapaxes(kf, -1, -2)
+    if causal:
+        s = causal_scores(s)
+    o = softmax(s, -1) @ vf
+    o = o.reshape(o.shape[:lead] + q_positions + (o.shape[-1],))
+    return o.transpose(np.argsort(perm))
+
+
+def mha_output(o, kernel, bias, out_shape):
+    # EinsumDense "...nd,nde->...e": contract heads and value_dim together.
+    y = o.reshape(o.shape[:-2] + (-1,)) @ kernel
+    if bias is not None:
+        y = y + bias
+    return y.reshape(o.shape[:-2] + out_shape)
+
+
+def dot_scores(q, k, scale):
+    s = q @ np.swapaxes(k, -1, -2)
+    return s if scale is None else s * scale
+
+
+def concat_scores(q, k, scale, weight):
+    # Attention(score_mode="concat"): weight * sum(tanh(scale * (q_i + k_j))) over features.
+    t = q[..., :, None, :] + k[..., None, :, :]
+    if scale is not None:
+        t = scale * t
+    return weight * np.sum(np.tanh(t), axis=-1)
+
+
+def additive_scores(q, k, scale):
+    # AdditiveAttention (Bahdanau): sum(scale * tanh(q_i + k_j)) over features.
+    t = np.tanh(q[..., :, None, :] + k[..., None, :, :])
+    if scale is not None:
+        t = t * scale
+    return np.sum(t, axis=-1)
+
+
+def attend(s, v, causal):
+    if causal:
+        s = causal_scores(s)
+    return softmax(s, -1) @ v
+
+
+# ----------------------------------------------------------------------------- converters
+def _refuse_masks(layer: Layer, names: tuple) -> None:
+    given = [n for n in names if _holds_tensor(layer.kwargs.get(n))]  # Keras 3.1 writes mask=[None, None]
+    if given:
+        raise layer.unsupported(f"called with {', '.join(given)} (masks at call time are not supported)")
+    if layer.kwargs.get("return_attention_scores"):
+        raise layer.unsupported("return_attention_scores=True")
+
+
+def _holds_tensor(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensor(v) for v in value)
+    return isinstance(value, Tensor)
+
+
+def _causal(layer: Layer) -> bool:
+    value = layer.kwargs.get("use_causal_mask", layer.get("causal", False))
+    return bool(value)
+
+
+def _mha_inputs(layer: Layer) -> tuple[Tensor, Tensor, Tensor]:
+    positional = list(layer.args)
+    names = ("query", "value", "key")
+    found: dict = {}
+    for name, value in zip(names, positional):
+        found[name] = value
+    for name in names:
+        if name in layer.kwargs:
+            found[name] = layer.kwargs[name]
+    q, v = found.get("query"), found.get("value")
+    k = found.get("key") if found.get("key") is not None else v
+    if not all(isinstance(t, Tensor) for t in (q, v, k)):
+        raise BadModelFile(f"{layer.describe()} is not called on query and value tensors")
+    return q, v, k
+
+
+@converter("MultiHeadAttention")
+def multi_head_attention_layer(layer: Layer) -> Tensor:
+    _refuse_masks(layer, ("attention_mask", "query_mask", "value_mask", "key_mask"))
+    q, v, k = _mha_inputs(layer)
+    if layer.get("use_gate", False):
+        raise layer.unsupported("use_gate=True")
+    if layer.get("sliding_window") is not None:
+        raise layer.unsupported("sliding_window")
+    heads = as_int(layer.get("num_heads"), "num_heads")
+    key_dim = as_int(layer.get("key_dim"), "key_dim")
+    value_dim = as_int(layer.get("value_dim") or key_dim, "value_dim")
+    if heads <= 0 or key_dim <= 0 or value_dim <= 0:
+        raise BadModelFile(f"{layer.describe()} has non-positive sizes")
+    if k.shape[:-1] != v.shape[:-1] or q.rank != v.rank:
+        raise layer.unsupported(f"query {q.shape}, key {k.shape} and value {v.shape} do not line up")
+    if any(d is None for t in (q, k, v) for d in t.shape[-1:]):
+        raise layer.unsupported("inputs with an unknown feature size")
+    out_shape = layer.get("output_shape") or [q.shape[-1]]
+    out_shape = as_int_tuple(out_shape, "output_shape")
+    rank = q.rank + 1  # of the projected (batch, *positions, heads, size) tensors
+    axes_cfg = layer.get("attention_axes")
+    if axes_cfg is None:
+        axes = tuple(range(1, rank - 2))
+    else:
+        axes = tuple(sorted({a if a >= 0 else rank - 1 + a for a in as_int_tuple(axes_cfg, "attention_axes")}))
+    if not axes or any(not 1 <= a <= rank - 3 for a in axes):
+        raise layer.unsupported(f"attention_axes {axes_cfg!r} for inputs of rank {q.rank}")
+    causal = _causal(layer)
+    if causal and axes != (1,):
+        raise layer.unsupported("use_causal_mask with attention over axes other than axis 1")
+    use_bias = bool(layer.get("use_bias", True))
+    shapes = [
+        (q.shape[-1], heads, key_dim),
+        (k.shape[-1], heads, key_dim),
+        (v.shape[-1], heads, value_dim),
+        (heads, value_dim) + out_shape,
+    ]
+    bias_shapes = [(heads, key_dim), (heads, key_dim), (heads, value_dim), out_shape]
+    wanted = [s for pair in zip(shapes, bias_shapes) for s in pair] if use_bias else shapes
+    weights = layer.expect_weights(*wanted)
+    kernels = weights[0::2] if use_bias else weights
+    biases = weights[1::2] if use_bias else [None] * 4
+
+    def flat(array: np.ndarray | None, rows: int | None) -> np.ndarray | None:
+        if array is None:
+            return None
+        return array.reshape(rows, -1) if rows is not None else array.reshape(-1)
+
+    def project(x: Tensor, i: int, size: int) -> Tensor:
+        kernel, bias = flat(kernels[i], x.shape[-1]), flat(biases[i], None)
+        return layer.call(mha_project, x, kernel, bias, shape=x.shape[:-1] + (heads, size), heads=(heads, size))
+
+    qp, kp, vp = project(q, 0, key_dim), project(k, 1, key_dim), project(v, 2, value_dim)
+    scale = 1.0 / float(np.sqrt(float(key_dim)))
+    o = layer.call(mha_attend, qp, kp, vp, shape=qp.shape[:-1] + (value_dim,), axes=axes, scale=scale, causal=causal)
+    kernel, bias = flat(kernels[3], heads * value_dim), flat(biases[3], None)
+    return layer.call(mha_output, o, kernel, bias, shape=q.shape[:-1] + out_shape, out_shape=out_shape)
+
+
+def _attention_inputs(layer: Layer) -> tuple[Tensor, Tensor, Tensor]:
+    _refuse_masks(layer, ("mask",))
+    xs = layer.inputs
+    if len(xs) not in (2, 3):
+        raise BadModelFile(f"{layer.describe()} needs [query, value] or [query, value, key], got {len(xs)} tensors")
+    q, v = xs[0], xs[1]
+    k = xs[2] if len(xs) == 3 else v
+    if q.rank < 3 or q.rank != v.rank or k.shape[:-1] != v.shape[:-1]:
+        raise layer.unsupported(f"query {q.shape}, value {v.shape}, key {k.shape} do not line up")
+    if q.shape[-1] != k.shape[-1]:
+        raise BadModelFile(f"{layer.describe()}: query and key feature sizes differ")
+    return q, v, k
+
+
+@converter("Attention")
+def attention_layer(layer: Layer) -> Tensor:
+    q, v, k = _attention_inputs(layer)
+    mode = layer.get("score_mode", "dot")
+    use_scale = bool(layer.get("use_scale", False))
+    if mode not in ("dot", "concat"):
+        raise layer.unsupported(f"score_mode {str(mode)[:20]!r}")
+    weights = layer.expect_weights(*([()] * (use_scale + (mode == "concat"))))
+    scale = weights.pop(0) if use_scale else None
+    shape = q.shape[:-1] + (k.shape[-2],)
+    if mode == "dot":
+        s = layer.call(dot_scores, q, k, scale, shape=shape)
+    else:
+        s = layer.call(concat_scores, q, k, scale, weights.pop(0), shape=shape)
+    return layer.call(attend, s, v, shape=q.shape[:-1] + v.shape[-1:], causal=_causal(layer))
+
+
+@converter("AdditiveAttention")
+def additive_attention_layer(layer: Layer) -> Tensor:
+    q, v, k = _attention_inputs(layer)
+    use_scale = bool(layer.get("use_scale", True))
+    weights = layer.expect_weights(*([(q.shape[-1],)] if use_scale else []))
+    scale = weights[0] if use_scale else None
+    s = layer.call(additive_scores, q, k, scale, shape=q.shape[:-1] + (k.shape[-2],))
+    return layer.call(attend, s, v, shape=q.shape[:-1] + v.shape[-1:], causal=_causal(layer))
+
+
+# ----------------------------------------------------------------------------- EinsumDense
+def _spec(layer: Layer, text: Any) -> str:
+    if not isinstance(text, str) or not text or any(c not in string.ascii_letters for c in text):
+        raise layer.unsupported(f"einsum equation part {str(text)[:30]!r}")
+    if len(set(text)) != len(text):
+        raise layer.unsupported("an einsum equation with a repeated letter in one operand")
+    return text
+
+
+def parse_einsum_dense(layer: Layer, equation: Any, rank: int) -> tuple[str, str, str]:
+    """(input, kernel, output) letter specs of an EinsumDense equation, "..." expanded."""
+    if not isinstance(equation, str) or equation.count("->") != 1 or equation.count(",") != 1:
+        raise layer.unsupported(f"einsum equation {str(equation)[:40]!r}")
+    left, out = equation.replace(" ", "").split("->")
+    inp, ker = left.split(",")
+    if "..." in inp or "..." in out:
+        if not (inp.startswith("...") and out.startswith("...") and "..." not in ker):
+            raise layer.unsupported(f"einsum equation {equation[:40]!r} (only a leading ... is supported)")
+        used = set(inp + ker + out)
+        spare = [c for c in string.ascii_letters if c not in used]
+        extra = rank - (len(inp) - 3)
+        if extra < 1:
+            raise BadModelFile(f"{layer.describe()}: equation {equation[:40]!r} does not fit rank {rank}")
+        fill = "".join(spare[:extra])
+        inp, out = fill + inp[3:], fill + out[3:]
+    inp, ker, out = _spec(layer, inp), _spec(layer, ker), _spec(layer, out)
+    if len(inp) != rank:
+        raise BadModelFile(f"{layer.describe()}: equation {equation[:40]!r} does not fit rank {rank}")
+    if out[0] != inp[0] or inp[0] in ker:
+        raise layer.unsupported("an einsum equation that does not keep the batch axis first")
+    if any(c not in inp and c not in ker for c in out) or any(c not in inp + out for c in ker):
+        raise layer.unsupported(f"einsum equation {equation[:40]!r}")
+    return inp, ker, out
+
+
+@converter("EinsumDense")
+def einsum_dense_layer(layer: Layer) -> Tensor:
+    x = layer.input
+    if layer.get("lora_rank") or layer.get("quantization_config") or layer.get("quantization_mode"):
+        raise layer.unsupported("LoRA or quantized EinsumDense")
+    inp, ker, out = parse_einsum_dense(layer, layer.get("equation"), x.rank)
+    sizes = {c: (None if i == 0 else x.shape[i - 1]) for i, c in enumerate(inp)}
+    weights = list(layer.weights)
+    if not weights:
+        raise BadModelFile(f"{layer.describe()} has no kernel")
+    kernel = weights[0]
+    if kernel.ndim != len(ker):
+        raise BadModelFile(f"{layer.describe()} kernel has shape {kernel.shape}, equation implies rank {len(ker)}")
+    for c, d in zip(ker, kernel.shape):
+        if sizes.get(c) is not None and sizes[c] != d:
+            raise BadModelFile(f"{layer.describe()} kernel {kernel.shape} does not fit input {x.shape}")
+        sizes[c] = d
+    shape = tuple(sizes[c] for c in out[1:])
+    bias_axes = layer.get("bias_axes")
+    bias = None
+    if bias_axes:
+        _spec(layer, bias_axes)
+        if any(c not in out for c in bias_axes):
+            raise BadModelFile(f"{layer.describe()} has bias_axes outside the output")
+        first = min(out.index(c) for c in bias_axes)
+        bias_shape = tuple(sizes[c] if c in bias_axes else 1 for c in out[first:])
+        (_, bias) = layer.expect_weights(kernel.shape, bias_shape)
+    else:
+        layer.expect_weights(kernel.shape)
+    # Letters are re-chosen by Konverter, so no text from the file reaches the generated code.
+    letters = {c: string.ascii_letters[i] for i, c in enumerate(dict.fromkeys(inp + ker + out))}
+    equation = "".join(letters[c] for c in inp) + "," + "".join(letters[c] for c in ker) + "->"
+    equation += "".join(letters[c] for c in out)
+    y = layer.call(einsum_dense, x, kernel, bias, shape=shape, equation=equation)
+    return apply_activation(layer, y, layer.get("activation"))

@@ -1,0 +1,357 @@
+"""Keras 3 `keras.ops` nodes: operations applied to symbolic tensors while building a model.
+
+Unlike layers, ops see the whole batched tensor: their axes count the batch axis and their
+shapes include it. Only ops that stay per-sample are converted; an op that would reduce,
+move or reshape the batch axis (or mix samples, like matmul on a 2-D tensor) is refused.
+Converters are registered as "ops.<Class>" (see graph.converter_key).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadModelFile
+from .activations import relu, sigmoid, softmax, tanh
+from .base import Layer, Tensor, as_int, as_int_tuple, converter
+from .merge import broadcast_shapes, concatenate
+
+
+def op_add(a, b):
+    return a + b
+
+
+def op_subtract(a, b):
+    return a - b
+
+
+def op_multiply(a, b):
+    return a * b
+
+
+def op_divide(a, b):
+    return a / b
+
+
+def op_maximum(a, b):
+    return np.maximum(a, b)
+
+
+def op_minimum(a, b):
+    return np.minimum(a, b)
+
+
+def op_power(a, b):
+    return np.power(a, b)
+
+
+def op_absolute(x):
+    return np.abs(x)
+
+
+def op_negative(x):
+    return -x
+
+
+def op_exp(x):
+    return np.exp(x)
+
+
+def op_log(x):
+    return np.log(x)
+
+
+def op_sqrt(x):
+    return np.sqrt(x)
+
+
+def op_square(x):
+    return np.square(x)
+
+
+def op_matmul(a, b):
+    return np.matmul(a, b)
+
+
+def op_reshape(x, shape):
+    return x.reshape((x.shape[0],) + shape)
+
+
+def op_transpose(x, axes):
+    return np.transpose(x, axes)
+
+
+def op_expand_dims(x, axis):
+    return np.expand_dims(x, axis)
+
+
+def op_squeeze(x, axis):
+    return np.squeeze(x, axis=axis)
+
+
+def op_mean(x, axis, keepdims):
+    return np.mean(x, axis=axis, keepdims=keepdims)
+
+
+def op_sum(x, axis, keepdims):
+    return np.sum(x, axis=axis, keepdims=keepdims)
+
+
+def op_max(x, axis, keepdims):
+    return np.max(x, axis=axis, keepdims=keepdims)
+
+
+def op_min(x, axis, keepdims):
+    return np.min(x, axis=axis, keepdims=keepdims)
+
+
+def op_get_item(x, key):
+    # key: an int (index), a (start, stop, step) triple (a slice) or None (a new axis) per entry.
+    return x[tuple(k if k is None or isinstance(k, int) else slice(*k) for k in key)]
+
+
+def op_stack(xs, axis):
+    return np.stack(xs, axis=axis)
+
+
+BINARY = {
+    "Add": op_add,
+    "Subtract": op_subtract,
+    "Multiply": op_multiply,
+    "Divide": op_divide,
+    "TrueDivide": op_divide,
+    "Maximum": op_maximum,
+    "Minimum": op_minimum,
+    "Power": op_power,
+}
+UNARY = {
+    "Absolute": op_absolute,
+    "Abs": op_absolute,
+    "Negative": op_negative,
+    "Exp": op_exp,
+    "Log": op_log,
+    "Sqrt": op_sqrt,
+    "Square": op_square,
+    "Tanh": tanh,
+    "Sigmoid": sigmoid,
+    "Relu": relu,
+}
+REDUCE = {"Mean": op_mean, "Sum": op_sum, "Max": op_max, "Min": op_min}
+
+
+def _operand(layer: Layer, value: Any, rank: int) -> tuple[Any, tuple]:
+    """A tensor (its sample shape) or a numeric constant that broadcasts per sample."""
+    if isinstance(value, Tensor):
+        if value.rank != rank:
+            raise layer.unsupported("operands of different ranks would broadcast across the batch axis")
+        return value, value.shape
+    if isinstance(value, bool) or value is None:
+        raise BadModelFile(f"{layer.describe()} has a non-numeric operand")
+    if isinstance(value, (int, float)):
+        return float(value), ()
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise BadModelFile(f"{layer.describe()} has a non-numeric operand") from None
+    if array.ndim >= rank:
+        raise layer.unsupported("a constant operand that spans the batch axis")
+    return array, array.shape
+
+
+def _ops_args(layer: Layer, count: int) -> list:
+    args = list(layer.args)
+    if len(args) != count or layer.kwargs:
+        raise BadModelFile(f"{layer.describe()} expects {count} positional arguments")
+    return args
+
+
+@converter(*(f"ops.{name}" for name in BINARY))
+def binary_op(layer: Layer) -> Tensor:
+    a, b = _ops_args(layer, 2)
+    tensors = [v for v in (a, b) if isinstance(v, Tensor)]
+    if not tensors:
+        raise BadModelFile(f"{layer.describe()} has no tensor operand")
+    rank = tensors[0].rank
+    (a, sa), (b, sb) = _operand(layer, a, rank), _operand(layer, b, rank)
+    shape = broadcast_shapes(layer, [sa, sb])
+    return layer.call(BINARY[layer.class_name[4:]], a, b, shape=shape)
+
+
+@converter(*(f"ops.{name}" for name in UNARY))
+def unary_op(layer: Layer) -> Tensor:
+    (x,) = _ops_args(layer, 1)
+    if not isinstance(x, Tensor):
+        raise BadModelFile(f"{layer.describe()} has no tensor operand")
+    return layer.call(UNARY[layer.class_name[4:]], x, shape=x.shape)
+
+
+@converter("ops.Softmax")
+def softmax_op(layer: Layer) -> Tensor:
+    (x,) = _ops_args(layer, 1)
+    axes = layer.get("axis", -1)
+    axis = layer.axis(axes, x.rank)
+    if axis == 0:
+        raise layer.unsupported("softmax over the batch axis")
+    return layer.call(softmax, x, shape=x.shape, axis=axis)
+
+
+def _reduce_axes(layer: Layer, x: Tensor, value: Any) -> tuple:
+    if value is None:
+        raise layer.unsupported("a reduction over every axis, the batch axis included")
+    axes = tuple(sorted({layer.axis(a, x.rank) for a in (value if isinstance(value, list) else [value])}))
+    if 0 in axes:
+        raise layer.unsupported("a reduction over the batch axis")
+    return axes
+
+
+@converter(*(f"ops.{name}" for name in REDUCE))
+def reduce_op(layer: Layer) -> Tensor:
+    (x,) = _ops_args(layer, 1)
+    if layer.get("initial") is not None:
+        raise layer.unsupported("max/min with an initial value")
+    axes = _reduce_axes(layer, x, layer.get("axis"))
+    keepdims = bool(layer.get("keepdims", False))
+    shape = tuple(1 if i + 1 in axes else d for i, d in enumerate(x.shape) if keepdims or i + 1 not in axes)
+    return layer.call(REDUCE[layer.class_name[4:]], x, shape=shape, axis=axes, keepdims=keepdims)
+
+
+@converter("ops.Matmul")
+def matmul_op(layer: Layer) -> Tensor:
+    a, b = _ops_args(layer, 2)
+    if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
+        raise layer.unsupported("matmul with a constant operand")
+    if a.rank < 3 or b.rank < 3:
+        raise layer.unsupported("matmul of a 2-D tensor, which would mix the samples of a batch")
+    if a.shape[-1] is not None and b.shape[-2] is not None and a.shape[-1] != b.shape[-2]:
+        raise BadModelFile(f"{layer.describe()} multiplies mismatched shapes {a.shape} and {b.shape}")
+    lead = broadcast_shapes(layer, [a.shape[:-2], b.shape[:-2]])
+    return layer.call(op_matmul, a, b, shape=lead + (a.shape[-2], b.shape[-1]))
+
+
+@converter("ops.Reshape")
+def reshape_op(layer: Layer) -> Tensor:
+    (x,) = _ops_args(layer, 1)
+    new = layer.get("newshape", layer.get("new_shape"))
+    if not isinstance(new, list) or not new or new[0] not in (-1, None):
+        raise layer.unsupported(f"reshape to {str(new)[:40]}, which does not keep the batch axis first")
+    target = as_int_tuple(new[1:], "reshape newshape")
+    if any(d <= 0 for d in target):
+        raise layer.unsupported("reshape with an inferred (-1) dimension besides the batch")
+    size = None if None in x.shape else int(np.prod(x.shape, dtype=np.int64))
+    if size is not None and size != int(np.prod(target, dtype=np.int64)):
+        raise BadModelFile(f"{layer.describe()} cannot reshape {x.shape} into {target}")
+    return layer.call(op_reshape, x, target, shape=target)  # positional: `shape=` is the result's
+
+
+@converter("ops.Transpose")
+def transpose_op(layer: Layer) -> Tensor:
+    (x,) = _ops_args(layer, 1)
+    axes = layer.get("axes")
+    if axes is None:
+        raise layer.unsupported("transpose without axes, which moves the batch axis")
+    axes = tuple(layer.axis(a, x.rank) for a in as_int_tuple(axes, "transpose axes"))
+    if sorted(axes) != list(range(x.rank)) or axes[0] != 0:
+        raise layer.unsupported(f"transpose with axes {axes}, which moves the batch axis")
+    return layer.call(op_transpose, x, shape=tuple(x.shape[a - 1] for a in axes[1:]), axes=axes)
+
+
+@converter("ops.ExpandDims")
+def expand_dims_op(layer: Layer) -> Tensor:
+    (x,) = _ops_args(layer, 1)
+    axis = layer.axis(as_int(layer.get("axis"), "expand_dims axis"), x.rank + 1)
+    if axis == 0:
+        raise layer.unsupported("expand_dims in front of the batch axis")
+    shape = x.shape[: axis - 1] + (1,) + x.shape[axis - 1 :]
+    return layer.call(op_expand_dims, x, shape=shape, axis=axis)
+
+
+@converter("ops.Squeeze")
+def squeeze_op(layer: Layer) -> Tensor:
+    (x,) = _ops_args(layer, 1)
+    axes = _reduce_axes(layer, x, layer.get("axis"))
+    if any(x.shape[a - 1] != 1 for a in axes):
+        raise BadModelFile(f"{layer.describe()} squeezes an axis whose size is not 1")
+    shape = tuple(d for i, d in enumerate(x.shape) if i + 1 not in axes)
+    return layer.call(op_squeeze, x, shape=shape, axis=axes)
+
+
+@converter("ops.Concatenate")
+def concatenate_op(layer: Layer) -> Tensor:
+    (xs,) = _ops_args(layer, 1)
+    if not isinstance(xs, list) or not xs or not all(isinstance(t, Tensor) for t in xs):
+        raise layer.unsupported("concatenate of anything but a list of tensors")
+    rank = xs[0].rank
+    if any(t.rank != rank for t in xs):
+        raise BadModelFile(f"{layer.describe()} concatenates tensors of different ranks")
+    axis = layer.axis(layer.get("axis", 0), rank)
+    if axis == 0:
+        raise layer.unsupported("concatenation along the batch axis")
+    sizes = [t.shape[axis - 1] for t in xs]
+    shape = list(xs[0].shape)
+    shape[axis - 1] = None if None in sizes else sum(sizes)
+    return layer.call(concatenate, xs, shape=tuple(shape), axis=axis)
+
+
+def _slice_entry(layer: Layer, entry: Any) -> Any:
+    """One entry of a GetItem key: int, (start, stop, step), "...", None (new axis) or a refusal."""
+    if entry is None or (isinstance(entry, int) and not isinstance(entry, bool)):
+        return entry
+    if isinstance(entry, dict) and entry.get("class_name") == "__ellipsis__":
+        return "..."
+    if isinstance(entry, dict) and entry.get("class_name") == "__slice__":
+        cfg = entry.get("config") or {}
+        parts = tuple(cfg.get(k) for k in ("start", "stop", "step"))
+        if all(p is None or (isinstance(p, int) and not isinstance(p, bool)) for p in parts) and parts[2] != 0:
+            return parts
+    raise layer.unsupported(f"indexing with {str(entry)[:40]}")
+
+
+@converter("ops.GetItem")
+def get_item_op(layer: Layer) -> Tensor:
+    x, key = _ops_args(layer, 2)
+    if not isinstance(x, Tensor):
+        raise BadModelFile(f"{layer.describe()} has no tensor operand")
+    entries = [_slice_entry(layer, e) for e in (key if isinstance(key, list) else [key])]
+    if entries.count("...") > 1:
+        raise BadModelFile(f"{layer.describe()} has two ellipses")
+    used = sum(1 for e in entries if e is not None and e != "...")
+    if used > x.rank:
+        raise BadModelFile(f"{layer.describe()} indexes {used} axes of a rank-{x.rank} tensor")
+    full = (None, None, None)
+    if "..." in entries:
+        i = entries.index("...")
+        entries = entries[:i] + [full] * (x.rank - used) + entries[i + 1 :]
+    else:
+        entries += [full] * (x.rank - used)
+    if entries[0] != full:
+        raise layer.unsupported("indexing that selects from, or adds an axis before, the batch axis")
+    shape = []
+    sizes = iter(x.shape)
+    for entry in entries[1:]:
+        if entry is None:
+            shape.append(1)
+            continue
+        size = next(sizes)
+        if isinstance(entry, int):
+            if size is not None and not -size <= entry < size:
+                raise BadModelFile(f"{layer.describe()} index {entry} is out of range for size {size}")
+        elif size is not None:
+            shape.append(len(range(*slice(*entry).indices(size))))
+        else:
+            shape.append(None)
+    return layer.call(op_get_item, x, shape=tuple(shape), key=tuple(entries))
+
+
+@converter("ops.Stack")
+def stack_op(layer: Layer) -> Tensor:
+    (xs,) = _ops_args(layer, 1)
+    if not isinstance(xs, list) or not xs or not all(isinstance(t, Tensor) for t in xs):
+        raise layer.unsupported("stack of anything but a list of tensors")
+    if any(t.shape != xs[0].shape for t in xs):
+        raise BadModelFile(f"{layer.describe()} stacks tensors of different shapes")
+    axis = layer.axis(layer.get("axis", 0), xs[0].rank + 1)
+    if axis == 0:
+        raise layer.unsupported("stacking along the batch axis")
+    shape = xs[0].shape[: axis - 1] + (len(xs),) + xs[0].shape[axis - 1 :]
+    return layer.call(op_stack, xs, shape=shape, axis=axis)
