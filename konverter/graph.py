@@ -21,6 +21,10 @@ REFUSED = {
 }
 
 
+# Input dtypes the generated predict() accepts (its as_batch converts to them with np.asarray).
+INPUT_DTYPES = {"bool", "float16", "float32", "float64"} | {f"{s}int{n}" for s in ("", "u") for n in (8, 16, 32, 64)}
+
+
 @dataclass
 class ModelInput:
     name: str
@@ -48,7 +52,12 @@ def dtype_name(value: Any) -> str:
         return "float32"
     if value.startswith("mixed_"):
         return "float32"
-    return value
+    if value in INPUT_DTYPES:
+        return value
+    # The name is written into the generated file (as a literal): only NumPy's plain dtype names pass.
+    if value.isidentifier() and len(value) <= 20:
+        raise UnsupportedModel(f"input dtype {value} is not supported")
+    raise BadModelFile(f"invalid dtype {_show(value)}")
 
 
 def _shape_from(cfg: dict) -> tuple | None:

@@ -225,9 +225,7 @@ def rewrite_keras(path: Path, rewrites: dict) -> None:
 
 def _rewrite_weights_h5(data: bytes, rewrites: dict) -> bytes:
     """Keras >= 3.6 names each vars group in an attribute; HDF5 text holds no NUL or lone surrogate."""
-    storable = {
-        k: v.replace("\0", "").encode("utf-8", "replace").decode("utf-8") for k, v in rewrites.items()
-    }
+    storable = {k: v.replace("\0", "").encode("utf-8", "replace").decode("utf-8") for k, v in rewrites.items()}
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.weights.h5"
         weights.write_bytes(data)
