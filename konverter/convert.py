@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .codegen import MARKER, generate
-from .errors import OutputError
+from .errors import BadModelFile, OutputError
 from .graph import Program, build_program
 from .h5reader import ModelFile, read_model
 
@@ -38,8 +38,11 @@ def written_by_konverter(path: Path) -> bool:
 
 def generate_source(path: str | os.PathLike, options: dict | None = None) -> tuple[str, ModelFile, Program]:
     """Read and convert a model; return the generated module's text without writing anything."""
-    model = read_model(path)
-    program = build_program(model, options)
+    try:
+        model = read_model(path)
+        program = build_program(model, options)
+    except RecursionError:
+        raise BadModelFile("the model config is nested too deeply") from None
     source = generate(program, Path(path).name, model.keras_version, file_hash(path), __version__)
     return source, model, program
 

@@ -19,6 +19,10 @@ def as_str(value: object) -> str:
         except UnicodeDecodeError as err:
             raise BadModelFile(f"a text attribute is not valid UTF-8 ({err.reason})") from None
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")  # h5py hands undecodable bytes over as lone surrogates
+        except UnicodeEncodeError:
+            raise BadModelFile("a text attribute is not valid UTF-8") from None
         return value
     raise BadModelFile(f"expected a text attribute, found {type(value).__name__}")
 
