@@ -222,7 +222,8 @@ def generate(program: Program, source_name: str, keras_version: str, source_hash
         w('        raise ValueError("give every input as one sample, or every input as a batch")')
         w("    batched = b0")
     # Like Keras: inf and NaN flow through silently (BLAS may raise FP flags even for exact results).
-    w('    with np.errstate(all="ignore"):')
+    if body:
+        w('    with np.errstate(all="ignore"):')
     for line in body:
         w("        " + line)
     results = [names[id(t)] for t in program.outputs]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 from . import __version__
@@ -43,23 +44,32 @@ def generate_source(path: str | os.PathLike, options: dict | None = None) -> tup
         program = build_program(model, options)
     except RecursionError:
         raise BadModelFile("the model config is nested too deeply") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+        # A config value of an unexpected type that no check caught: still the file's fault, still one line.
+        detail = str(err).splitlines()[0][:100] if str(err) else ""
+        raise BadModelFile(f"the model config is inconsistent ({type(err).__name__}: {detail})") from None
     source = generate(program, Path(path).name, model.keras_version, file_hash(path), __version__)
     return source, model, program
 
 
 def write_atomically(target: Path, text: str) -> None:
-    """Write to a temporary file beside the target, then rename: no half-written output, ever."""
+    """Write to a temporary file beside the target, then rename: no half-written output, ever.
+
+    The temporary file (`.NAME.<random>.tmp`) is created inside the `try`, so an interrupt at any
+    point (Ctrl-C included) either leaves the old target untouched with no temporary file, or the
+    complete new one.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
         os.replace(tmp, target)
+    except FileExistsError:
+        raise  # another writer's temporary file (a 64-bit random name): never ours to delete
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

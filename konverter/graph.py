@@ -328,7 +328,8 @@ class _Missing(Exception):
 def _as_ref(value: Any) -> tuple | None:
     """A tensor reference in either node format, as (layer, node, tensor), else None."""
     if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
-        history = (value.get("config") or {}).get("keras_history")
+        config = value.get("config")
+        history = config.get("keras_history") if isinstance(config, dict) else None
         if not (isinstance(history, list) and len(history) == 3):
             raise BadModelFile("a __keras_tensor__ has no valid keras_history")
         value = history

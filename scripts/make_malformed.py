@@ -372,6 +372,13 @@ def build_corpus(out: Path) -> list[Case]:
         BAD,
         "shape",
     )
+    # libhdf5 loops forever on a global heap object of size 0: these must fail fast, not hang.
+    shifted = seq_h5.replace(b'"class_name": "Dense"', b'"class_name": "Lambda"', 1)
+    add("heap_shifted", _write(out / "heap_shifted.h5", shifted), BAD, "heap")
+    zeroed = bytearray(seq_h5)
+    first_object = seq_h5.find(b"GCOL") + 16
+    zeroed[first_object : first_object + 16] = bytes(16)
+    add("heap_zero_object", _write(out / "heap_zero_object.h5", bytes(zeroed)), BAD, "heap")
     add("not_a_model", _write(out / "not_a_model.h5", b"hello, I am a text file\n" * 10), BAD, "not a Keras model")
     add("empty", _write(out / "empty.keras", b""), BAD, "empty")
     return cases

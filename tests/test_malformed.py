@@ -55,6 +55,7 @@ CLI_SUBSET = [
     "keras_zip_bomb",
     "keras_npz_weights",
     "weights_only",
+    "heap_shifted",
     "empty",
 ]
 
@@ -96,6 +97,7 @@ def test_corpus_covers_the_issue():
     kinds += ["weights_wrong_shape", "weights_string_dtype", "weights_missing", "weights_soft_link"]
     kinds += ["weights_external_link", "weights_external_storage", "keras_traversal", "keras_zip_bomb"]
     kinds += ["keras_npz_weights", "config_lambda_layer", "keras_custom", "weights_only", "config_unknown_class"]
+    kinds += ["heap_shifted", "heap_zero_object", "group_soft_layer", "group_soft_root", "keras_layers_group_link"]
     for kind in kinds:
         assert any(n.startswith(kind) for n in names), kind
     assert sum(n.startswith("truncated_") for n in names) >= 20
@@ -185,13 +187,20 @@ def _mutate_json(config: dict, data) -> dict:
 
 def _mutated_file(source: Path, folder: Path, data) -> Path:
     blob = bytearray(source.read_bytes())
-    kind = data.draw(st.sampled_from(["truncate", "flip", "json"]), label="mutation")
+    kind = data.draw(st.sampled_from(["truncate", "flip", "shift", "json"]), label="mutation")
     target = folder / ("mutant" + source.suffix)
     if kind == "truncate":
         target.write_bytes(bytes(blob[: data.draw(st.integers(0, len(blob) - 1), label="cut")]))
     elif kind == "flip":
         for _ in range(data.draw(st.integers(1, 8), label="flips")):
             blob[data.draw(st.integers(0, len(blob) - 1), label="offset")] ^= data.draw(st.integers(1, 255))
+        target.write_bytes(bytes(blob))
+    elif kind == "shift":  # bytes inserted or removed: everything after moves (this once hung libhdf5)
+        at = data.draw(st.integers(0, len(blob) - 1), label="at")
+        if data.draw(st.booleans(), label="insert"):
+            blob[at:at] = data.draw(st.binary(min_size=1, max_size=8), label="inserted")
+        else:
+            del blob[at : at + data.draw(st.integers(1, 8), label="removed")]
         target.write_bytes(bytes(blob))
     elif source.suffix == ".keras":
         with zipfile.ZipFile(io.BytesIO(bytes(blob))) as zin, zipfile.ZipFile(target, "w") as zout:

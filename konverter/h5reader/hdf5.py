@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import mmap
+
 import numpy as np
 
 from ..errors import BadModelFile
@@ -124,9 +127,73 @@ def short_error(err: Exception) -> str:
 
 
 def open_file(source, what: str):
-    """Open an HDF5 file (path or file object) read-only, as one clean error when that fails."""
+    """Open an HDF5 file (path or BytesIO) read-only, as one clean error when that fails."""
     h5 = require_h5py()
+    check_global_heaps(source, what)
     try:
         return h5.File(source, "r")
     except Exception as err:
         raise BadModelFile(f"{what} is not a readable HDF5 file ({short_error(err)})") from None
+
+
+def check_global_heaps(source, what: str) -> None:
+    """Refuse global heap collections that would send the HDF5 library into an endless loop.
+
+    Variable-length strings (Keras's JSON config, layer and weight names) live in "GCOL" collections.
+    libhdf5 walks a collection object by object, and an object of size 0 (easy to get by damaging a
+    few bytes) never advances the walk: the library spins forever inside one call. Every candidate
+    collection is walked here first, in Python, with the same rules.
+    """
+    if isinstance(source, io.BytesIO):
+        _check_heaps(source.getvalue(), what)  # no copy: the BytesIO was made from a bytes object
+        return
+    with open(source, "rb") as handle:
+        try:
+            view = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except (ValueError, OSError):  # empty, or a file system without mmap
+            view = handle.read()
+        try:
+            _check_heaps(view, what)
+        finally:
+            if isinstance(view, mmap.mmap):
+                view.close()
+
+
+def _check_heaps(raw, what: str) -> None:
+    lengths = _size_of_lengths(raw)
+    pos = raw.find(b"GCOL")
+    while pos != -1:
+        _check_collection(raw, pos, lengths, what)
+        pos = raw.find(b"GCOL", pos + 4)
+
+
+def _size_of_lengths(raw) -> int:
+    """The "size of lengths" field of the superblock (8 unless the writer chose otherwise)."""
+    start = raw.find(b"\x89HDF\r\n\x1a\n")
+    if start == -1 or start + 16 > len(raw):
+        return 8
+    version = raw[start + 8]
+    field = start + 14 if version < 2 else start + 10
+    size = raw[field]
+    return size if size in (2, 4, 8) else 8
+
+
+def _check_collection(raw, start: int, lengths: int, what: str) -> None:
+    header = 8 + lengths
+    if start + header > len(raw) or raw[start + 4] != 1:
+        return  # not a collection libhdf5 would accept (it checks the version) - nothing to walk
+    size = int.from_bytes(raw[start + 8 : start + 8 + lengths], "little")
+    end = start + size
+    if size < header or end > len(raw):
+        return  # libhdf5 fails to read such a collection; it does not loop
+    object_header = 8 + lengths
+    p = start + header
+    while p < end:
+        if p + object_header > end:
+            break  # too small for an object: free space, as libhdf5 assumes
+        index = int.from_bytes(raw[p : p + 2], "little")
+        size_of_object = int.from_bytes(raw[p + 8 : p + 8 + lengths], "little")
+        step = object_header + ((size_of_object + 7) & ~7) if index > 0 else size_of_object
+        if step == 0 or p + step > end:
+            raise BadModelFile(f"{what} has a damaged HDF5 global heap at byte {p} (an object of size {step})")
+        p += step
