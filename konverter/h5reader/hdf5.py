@@ -1,18 +1,36 @@
-"""Careful HDF5 access: hard links only, no external storage, sizes checked before reading."""
+"""Careful HDF5 access: hard links only, no external storage, sizes checked before reading.
+
+Two backends: h5py (libhdf5) normally; pyfive (pure Python, `pip install "keras-konverter-numpy[pyfive]"`)
+where h5py cannot be installed, e.g. on phones. KONVERTER_FORCE_PYFIVE=1 selects pyfive (used by CI to
+run the whole suite in both modes). Both get the same refusals.
+"""
 
 from __future__ import annotations
 
 import io
 import mmap
+import os
+import struct
+import sys
 
 import numpy as np
 
 from ..errors import BadModelFile
 
-try:
-    import h5py
-except ImportError:  # pragma: no cover - exercised only on machines without h5py
-    h5py = None
+h5py = pyfive = None
+if os.environ.get("KONVERTER_FORCE_PYFIVE") != "1":
+    try:
+        import h5py
+    except ImportError:  # phones and other machines where h5py has no wheel
+        pass
+if h5py is None:
+    try:
+        import pyfive
+    except ImportError:
+        pass
+
+BACKEND = "h5py" if h5py is not None else ("pyfive" if pyfive is not None else None)
+_announced = False
 
 # One weight array larger than this is refused before anything is allocated.
 MAX_ARRAY_BYTES = 4 << 30
@@ -21,32 +39,83 @@ MAX_ARRAY_BYTES = 4 << 30
 # so memory stays proportional to the file's size whatever it declares.
 MAX_EXPANSION = 100
 SMALL_ARRAY_BYTES = 1 << 20
+# What each backend raises for damaged structures (pyfive parses with struct and asserts).
+BACKEND_ERRORS: tuple = (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError, EOFError)
+BACKEND_ERRORS += (ArithmeticError, MemoryError, RecursionError, AssertionError, struct.error)
+if pyfive is not None:
+    BACKEND_ERRORS += (NotImplementedError, pyfive.core.InvalidHDF5File)
+EXTERNAL_FILES_MESSAGE = 0x0007  # HDF5 "external data files" object header message
+UNDEFINED_ADDRESS = 0xFFFFFFFFFFFFFFFF
 
 
-def require_h5py():
-    if h5py is None:
-        raise BadModelFile("reading HDF5 model files needs the h5py package (pip install h5py)")
-    return h5py
+def require_backend() -> str:
+    """The HDF5 backend to use; says once on stderr when it is the pyfive fallback."""
+    global _announced
+    if BACKEND is None:
+        raise BadModelFile(
+            "reading HDF5 model files needs h5py (pip install h5py), or pyfive where h5py cannot be "
+            'installed (pip install "keras-konverter-numpy[pyfive]")'
+        )
+    if BACKEND == "pyfive" and not _announced and os.environ.get("KONVERTER_FORCE_PYFIVE") != "1":
+        _announced = True
+        print("konverter: h5py is not installed; reading HDF5 with pyfive (pure Python, slower)", file=sys.stderr)
+    return BACKEND
+
+
+def is_group(obj) -> bool:
+    if BACKEND == "h5py":
+        return isinstance(obj, h5py.Group)
+    return isinstance(obj, pyfive.Group)
+
+
+def _is_dataset(obj) -> bool:
+    if BACKEND == "h5py":
+        return isinstance(obj, h5py.Dataset)
+    return isinstance(obj, pyfive.Dataset)
+
+
+def _link_kind(group, name: str) -> str | None:
+    """The link `name` in `group`: "hard", another link class name (refused), or None when absent."""
+    if BACKEND == "h5py":
+        link = group.get(name, getlink=True)
+        if link is None:
+            return None
+        return "hard" if isinstance(link, h5py.HardLink) else type(link).__name__
+    links = group._links  # pyfive: name -> address (hard link) or target path (soft link)
+    if name not in links:
+        return None
+    target = links[name]
+    return "hard" if isinstance(target, int) and not isinstance(target, bool) else "SoftLink"
+
+
+def _open_child(group, name: str, path: str):
+    if BACKEND == "pyfive":
+        # Check the object header before pyfive builds the object: external data files are never read.
+        objects = group.file._get_dataobjects(group._links[name])
+        if objects.find_msg_type(EXTERNAL_FILES_MESSAGE):
+            raise BadModelFile(f"weight {path!r} uses external or virtual storage, which is refused")
+    return group[name]
 
 
 def _child(group, name: str, path: str):
     """`group[name]`, refusing soft and external links."""
     try:
-        link = group.get(name, getlink=True)
-        if link is None:
+        kind = _link_kind(group, name)
+        if kind is None:
             raise BadModelFile(f"missing HDF5 object {path!r}")
-        if not isinstance(link, h5py.HardLink):
-            raise BadModelFile(f"HDF5 object {path!r} is a {type(link).__name__}; links are not followed")
-        return group[name]
-    except (OSError, KeyError, RuntimeError, ValueError) as err:
-        raise BadModelFile(f"HDF5 object {path!r} is damaged ({short_error(err)})") from None
+        if kind != "hard":
+            raise BadModelFile(f"HDF5 object {path!r} is a {kind}; links are not followed")
+        return _open_child(group, name, path)
+    except BACKEND_ERRORS as err:
+        # pyfive cannot even list a group holding an external link: that surfaces here too.
+        raise BadModelFile(f"HDF5 object {path!r} is damaged or holds a link ({short_error(err)})") from None
 
 
 def child(group, name: str, path: str = ""):
     """`group[name]` through a hard link only (soft/external links refused), or None when absent."""
     try:
         present = name in group
-    except (OSError, KeyError, RuntimeError, ValueError) as err:
+    except BACKEND_ERRORS as err:
         raise BadModelFile(f"HDF5 group {path or name!r} is damaged ({short_error(err)})") from None
     return _child(group, name, path or name) if present else None
 
@@ -54,12 +123,8 @@ def child(group, name: str, path: str = ""):
 def keys(group, path: str) -> list:
     try:
         return list(group.keys())
-    except (OSError, KeyError, RuntimeError, ValueError) as err:
+    except BACKEND_ERRORS as err:
         raise BadModelFile(f"HDF5 group {path!r} is damaged ({short_error(err)})") from None
-
-
-def is_group(obj) -> bool:
-    return isinstance(obj, h5py.Group)
 
 
 def walk(group, path: str):
@@ -69,43 +134,61 @@ def walk(group, path: str):
     for part in path.split("/"):
         if not part:
             continue
-        if not isinstance(obj, h5py.Group):
+        if not is_group(obj):
             raise BadModelFile(f"HDF5 path {'/'.join(done)!r} is not a group")
         done.append(part)
         obj = _child(obj, part, "/".join(done))
     return obj
 
 
+def _storage(ds, nbytes: int, path: str) -> int:
+    """Bytes the file really stores for a dataset (checked against what it declares)."""
+    if BACKEND == "h5py":
+        if ds.is_virtual or ds.external:
+            raise BadModelFile(f"weight {path!r} uses external or virtual storage, which is refused")
+        return ds.id.get_storage_size()
+    layout = ds.id.layout_class
+    if layout == 0:  # compact: inside the object header
+        return nbytes
+    if layout == 1:
+        return 0 if ds.id.data_offset == UNDEFINED_ADDRESS else nbytes
+    if layout == 2:
+        return sum(int(ds.id.get_chunk_info(i).size) for i in range(ds.id.get_num_chunks()))
+    raise BadModelFile(f"weight {path!r} uses external or virtual storage, which is refused")
+
+
 def read_array(group, path: str) -> np.ndarray:
     """Read one weight dataset as a NumPy array, refusing anything unusual about it."""
     ds = walk(group, path)
-    if not isinstance(ds, h5py.Dataset):
+    if not _is_dataset(ds):
         raise BadModelFile(f"weight {path!r} is not a dataset")
     try:
-        if ds.is_virtual or ds.external:
-            raise BadModelFile(f"weight {path!r} uses external or virtual storage, which is refused")
-        dtype = ds.dtype
-        stored = ds.id.get_storage_size()
-    except (OSError, KeyError, RuntimeError, ValueError) as err:
+        dtype = np.dtype(ds.dtype)
+        shape = ds.shape
+    except BACKEND_ERRORS as err:
         raise BadModelFile(f"weight {path!r} is damaged ({short_error(err)})") from None
     bfloat16 = _is_bfloat16(ds)
     if not bfloat16 and dtype.kind not in "fiub":
         raise BadModelFile(f"weight {path!r} has non-numeric dtype {dtype}")
-    shape = ds.shape
     if shape is None or any(d < 0 for d in shape):
         raise BadModelFile(f"weight {path!r} has no valid shape")
     nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
     if nbytes > MAX_ARRAY_BYTES:
         raise BadModelFile(f"weight {path!r} declares {nbytes} bytes, over the {MAX_ARRAY_BYTES} byte limit")
+    try:
+        stored = _storage(ds, nbytes, path)
+    except BACKEND_ERRORS as err:
+        raise BadModelFile(f"weight {path!r} is damaged ({short_error(err)})") from None
     if nbytes > SMALL_ARRAY_BYTES and nbytes > MAX_EXPANSION * stored:
         raise BadModelFile(
             f"weight {path!r} declares {nbytes} bytes but stores only {stored} (a compression or fill-value bomb)"
         )
     try:
-        data = ds[()]
-    except Exception as err:  # h5py raises OSError/KeyError/ValueError for damaged data
+        data = np.asarray(ds[()])
+    except Exception as err:  # h5py raises OSError/KeyError/ValueError for damaged data, pyfive more
         raise BadModelFile(f"weight {path!r} could not be read ({short_error(err)})") from None
-    data = np.asarray(data)
+    if data.shape != tuple(shape) or data.dtype != dtype:
+        raise BadModelFile(f"weight {path!r} read back as {data.dtype}{data.shape}, not the declared {dtype}{shape}")
     if bfloat16:
         data = (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     return data
@@ -114,7 +197,7 @@ def read_array(group, path: str) -> np.ndarray:
 def _is_bfloat16(ds) -> bool:
     try:
         tag = ds.attrs.get("dtype") if "dtype" in ds.attrs else None
-    except (OSError, KeyError, RuntimeError, ValueError, TypeError):
+    except BACKEND_ERRORS:
         return False
     if isinstance(tag, bytes):
         tag = tag.decode("ascii", "replace")
@@ -128,24 +211,18 @@ def short_error(err: Exception) -> str:
 
 def open_file(source, what: str):
     """Open an HDF5 file (path or BytesIO) read-only, as one clean error when that fails."""
-    h5 = require_h5py()
-    check_global_heaps(source, what)
+    backend = require_backend()
+    check_structure(source, what)
     try:
-        return h5.File(source, "r")
+        return h5py.File(source, "r") if backend == "h5py" else pyfive.File(source)
     except Exception as err:
         raise BadModelFile(f"{what} is not a readable HDF5 file ({short_error(err)})") from None
 
 
-def check_global_heaps(source, what: str) -> None:
-    """Refuse global heap collections that would send the HDF5 library into an endless loop.
-
-    Variable-length strings (Keras's JSON config, layer and weight names) live in "GCOL" collections.
-    libhdf5 walks a collection object by object, and an object of size 0 (easy to get by damaging a
-    few bytes) never advances the walk: the library spins forever inside one call. Every candidate
-    collection is walked here first, in Python, with the same rules.
-    """
+def check_structure(source, what: str) -> None:
+    """Checks libhdf5 or pyfive would get wrong: truncation (pyfive) and endless global heaps (libhdf5)."""
     if isinstance(source, io.BytesIO):
-        _check_heaps(source.getvalue(), what)  # no copy: the BytesIO was made from a bytes object
+        _check_raw(source.getvalue(), what)  # no copy: the BytesIO was made from a bytes object
         return
     with open(source, "rb") as handle:
         try:
@@ -153,39 +230,55 @@ def check_global_heaps(source, what: str) -> None:
         except (ValueError, OSError):  # empty, or a file system without mmap
             view = handle.read()
         try:
-            _check_heaps(view, what)
+            _check_raw(view, what)
         finally:
             if isinstance(view, mmap.mmap):
                 view.close()
 
 
-def _check_heaps(raw, what: str) -> None:
-    lengths = _size_of_lengths(raw)
+def _check_raw(raw, what: str) -> None:
+    offsets, lengths = _check_superblock(raw, what)
     pos = raw.find(b"GCOL")
     while pos != -1:
         _check_collection(raw, pos, lengths, what)
         pos = raw.find(b"GCOL", pos + 4)
 
 
-def _size_of_lengths(raw) -> int:
-    """The "size of lengths" field of the superblock (8 unless the writer chose otherwise)."""
-    start = raw.find(b"\x89HDF\r\n\x1a\n")
-    if start == -1 or start + 16 > len(raw):
-        return 8
+def _check_superblock(raw, what: str) -> tuple:
+    """(size of offsets, size of lengths); refuses a file shorter than its superblock says."""
+    start = 0
+    while start + 8 <= len(raw) and raw[start : start + 8] != b"\x89HDF\r\n\x1a\n":
+        start = 512 if start == 0 else start * 2  # a user block puts the superblock at 512, 1024, ...
+    if start + 48 > len(raw):
+        return 8, 8  # libhdf5 and pyfive refuse this on their own
     version = raw[start + 8]
-    field = start + 14 if version < 2 else start + 10
-    size = raw[field]
-    return size if size in (2, 4, 8) else 8
+    if version < 2:
+        offsets, lengths = raw[start + 13], raw[start + 14]
+        addresses = start + (24 if version == 0 else 28)
+    else:
+        offsets, lengths = raw[start + 9], raw[start + 10]
+        addresses = start + 12
+    if offsets not in (2, 4, 8) or lengths not in (2, 4, 8) or addresses + 3 * offsets > len(raw):
+        return 8, 8
+    base = int.from_bytes(raw[addresses : addresses + offsets], "little")
+    end_field = addresses + 2 * offsets
+    end = int.from_bytes(raw[end_field : end_field + offsets], "little")
+    if base + end > len(raw):
+        raise BadModelFile(f"{what} is truncated: {len(raw)} bytes of the {base + end} its HDF5 header declares")
+    return offsets, lengths
 
 
 def _check_collection(raw, start: int, lengths: int, what: str) -> None:
     header = 8 + lengths
-    if start + header > len(raw) or raw[start + 4] != 1:
-        return  # not a collection libhdf5 would accept (it checks the version) - nothing to walk
+    if start + header > len(raw) or raw[start + 4 : start + 8] != b"\x01\x00\x00\x00":
+        return  # not a collection header (version 1, reserved zeros): nothing to walk
     size = int.from_bytes(raw[start + 8 : start + 8 + lengths], "little")
     end = start + size
-    if size < header or end > len(raw):
-        return  # libhdf5 fails to read such a collection; it does not loop
+    if end > len(raw):
+        # pyfive would allocate the declared size before noticing the file is shorter.
+        raise BadModelFile(f"{what} has an HDF5 global heap at byte {start} declaring {size} bytes, past the end")
+    if size < header:
+        return  # libhdf5 and pyfive refuse such a collection; neither loops
     object_header = 8 + lengths
     p = start + header
     while p < end:
