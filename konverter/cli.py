@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,19 +122,56 @@ def convert_command(
     No TensorFlow or Keras is needed. `konverter model.h5` writes model.py next to it;
     `konverter models/` converts every .h5/.hdf5/.keras file in the folder.
     """
-    if path.is_dir():
-        raise typer.Exit(_convert_folder(path, output, recursive, force, quiet, debug))
-    if not path.exists():
-        err_console.print(f"konverter: error: {path}: no such file", markup=False)
-        raise typer.Exit(EXIT_BAD_FILE)
-    outcome = _convert_one(path, output, force, debug)
-    if not outcome.ok:
-        err_console.print(f"konverter: error: {path}: {outcome.message}", markup=False)
-        raise typer.Exit(outcome.code)
-    if not quiet:
-        out_console.print(
-            f"{path} -> {outcome.target} ({outcome.layers} layers, {outcome.seconds:.2f} s)", markup=False
-        )
+    with _ctrl_c():
+        if path.is_dir():
+            raise typer.Exit(_convert_folder(path, output, recursive, force, quiet, debug))
+        if not path.exists():
+            err_console.print(f"konverter: error: {path}: no such file", markup=False)
+            raise typer.Exit(EXIT_BAD_FILE)
+        outcome = _convert_one(path, output, force, debug)
+        if not outcome.ok:
+            err_console.print(f"konverter: error: {path}: {outcome.message}", markup=False)
+            raise typer.Exit(outcome.code)
+        if not quiet:
+            out_console.print(
+                f"{path} -> {outcome.target} ({outcome.layers} layers, {outcome.seconds:.2f} s)", markup=False
+            )
+
+
+_INTERRUPTED = threading.Event()
+
+
+def _check_interrupt() -> None:
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _ctrl_c():
+    """Ctrl-C ends the run with exit 130, one line, and no partial file (outputs are renamed into place).
+
+    Python silently drops a KeyboardInterrupt raised while a weakref callback or __del__ runs, so the
+    signal also sets a flag that is checked between files and at the end.
+    """
+
+    def on_sigint(signum, frame):
+        _INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: keep Python's own handling
+        previous = None
+    try:
+        yield
+        _check_interrupt()
+    except KeyboardInterrupt:
+        err_console.print("konverter: interrupted", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        _INTERRUPTED.clear()
 
 
 def _convert_folder(folder: Path, out: Optional[Path], recursive: bool, force: bool, quiet: bool, debug: bool) -> int:
@@ -152,9 +192,11 @@ def _convert_folder(folder: Path, out: Optional[Path], recursive: bool, force: b
     ) as progress:
         task = progress.add_task("converting", total=len(models))
         for m in models:
+            _check_interrupt()
             progress.update(task, description=f"converting {m.name[:40]}")
             outcomes.append(_convert_one(m, targets[m], force, debug))
             progress.advance(task)
+        _check_interrupt()
     failed = [o for o in outcomes if not o.ok]
     if not quiet or failed:
         table = Table(title=f"Konverter: {len(models) - len(failed)} of {len(models)} converted")
