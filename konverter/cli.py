@@ -13,8 +13,10 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .convert import convert_file, default_output
@@ -51,6 +53,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.code == EXIT_OK
+
+
+def _plain(text: object) -> str:
+    """A file name or message for the terminal: control characters (escape sequences) shown escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
 
 
 def _version(value: bool) -> None:
@@ -126,15 +133,16 @@ def convert_command(
         if path.is_dir():
             raise typer.Exit(_convert_folder(path, output, recursive, force, quiet, debug))
         if not path.exists():
-            err_console.print(f"konverter: error: {path}: no such file", markup=False)
+            err_console.print(f"konverter: error: {_plain(path)}: no such file", markup=False)
             raise typer.Exit(EXIT_BAD_FILE)
         outcome = _convert_one(path, output, force, debug)
         if not outcome.ok:
-            err_console.print(f"konverter: error: {path}: {outcome.message}", markup=False)
+            err_console.print(f"konverter: error: {_plain(path)}: {_plain(outcome.message)}", markup=False)
             raise typer.Exit(outcome.code)
         if not quiet:
             out_console.print(
-                f"{path} -> {outcome.target} ({outcome.layers} layers, {outcome.seconds:.2f} s)", markup=False
+                f"{_plain(path)} -> {_plain(outcome.target)} ({outcome.layers} layers, {outcome.seconds:.2f} s)",
+                markup=False,
             )
 
 
@@ -177,7 +185,7 @@ def _ctrl_c():
 def _convert_folder(folder: Path, out: Optional[Path], recursive: bool, force: bool, quiet: bool, debug: bool) -> int:
     models = _find_models(folder, recursive)
     if not models:
-        err_console.print(f"konverter: no .h5/.hdf5/.keras files in {folder}", markup=False)
+        err_console.print(f"konverter: no .h5/.hdf5/.keras files in {_plain(folder)}", markup=False)
         return EXIT_SOME_FAILED
     targets = _folder_targets(models, folder, out)
     outcomes: List[Outcome] = []
@@ -193,7 +201,7 @@ def _convert_folder(folder: Path, out: Optional[Path], recursive: bool, force: b
         task = progress.add_task("converting", total=len(models))
         for m in models:
             _check_interrupt()
-            progress.update(task, description=f"converting {m.name[:40]}")
+            progress.update(task, description=escape(f"converting {_plain(m.name)[:40]}"))
             outcomes.append(_convert_one(m, targets[m], force, debug))
             progress.advance(task)
         _check_interrupt()
@@ -203,8 +211,8 @@ def _convert_folder(folder: Path, out: Optional[Path], recursive: bool, force: b
         for column in ("file", "status", "layers", "seconds"):
             table.add_column(column, justify="right" if column in ("layers", "seconds") else "left")
         for o in outcomes:
-            status = f"-> {o.target}" if o.ok else f"FAILED: {o.message}"
-            table.add_row(str(o.source), status, str(o.layers) if o.ok else "", f"{o.seconds:.2f}")
+            status = f"-> {_plain(o.target)}" if o.ok else f"FAILED: {_plain(o.message)}"
+            table.add_row(Text(_plain(o.source)), Text(status), str(o.layers) if o.ok else "", f"{o.seconds:.2f}")
         (err_console if failed else out_console).print(table)
     return EXIT_SOME_FAILED if failed else EXIT_OK
 

@@ -265,3 +265,31 @@ def test_hostile_config_values_are_refused_cleanly(mutate, sandbox):
     message = str(info.value)
     assert "\n" not in message and "\r" not in message and len(message) < 2000
     assert not out.exists()
+
+
+def test_hostile_file_names_on_the_terminal(tmp_path):
+    """File names reach the terminal escaped: no escape sequences, no rich markup, no crash."""
+    folder = tmp_path / "models["  # with "x].h5" inside, the printed path holds the markup tag "[/x]"
+    folder.mkdir()
+    good = ["x].h5", "\x1b]0;evil title\x1b\\.keras", "new\nline\r.h5", "[link=https:x]y.keras", "[red]z.h5"]
+    for name in good:
+        source = "payload_seq__k3keras.keras" if name.endswith(".keras") else "payload_seq__k3h5.h5"
+        shutil.copy(HOSTILE / source, folder / name)
+    broken = folder / "\x1b[31mbroken].h5"
+    broken.write_bytes(b"not a model")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    for args in ([str(folder)], [str(broken)], [str(folder / good[0]), "-o", str(tmp_path / "o.py")]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "konverter", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        shown = proc.stdout + proc.stderr
+        assert "\x1b" not in shown and "Traceback" not in shown, shown
+        assert proc.returncode == (1 if args[0] == str(folder) else 3 if args[0] == str(broken) else 0), shown
+    for name in good:
+        assert (folder / name).with_suffix(".py").exists()
+    assert not list(tmp_path.rglob(MARKER_FILE))
