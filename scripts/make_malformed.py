@@ -28,6 +28,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 SEQ_H5 = FIXTURES / "core" / "dense_relu__k2h5.h5"
 SEQ_KERAS = FIXTURES / "core" / "dense_relu__k3keras.keras"
 FUNC_H5 = FIXTURES / "hostile" / "identifier_func__k3h5.h5"
+LONG_H5 = FIXTURES / "hostile" / "long_seq__k2h5.h5"  # layer names of 10,000 characters
 BAD, UNSUPPORTED = 3, 4
 
 
@@ -372,6 +373,17 @@ def build_corpus(out: Path) -> list[Case]:
         BAD,
         "shape",
     )
+
+    # A 10,000-character layer name in an error message is cut short: still one readable line.
+    def long_name_bad_kernel(f):
+        kernels = []
+        f["model_weights"].visititems(lambda n, o: kernels.append(n) if n.endswith("kernel:0") else None)
+        _replace_dataset(
+            f, f"model_weights/{kernels[0]}", lambda g, n: g.create_dataset(n, data=np.zeros((2, 2), "f4"))
+        )
+
+    add("long_name_wrong_shape", _edit_h5(LONG_H5, out / "long_name_wrong_shape.h5", long_name_bad_kernel), BAD, "...")
+
     # libhdf5 loops forever on a global heap object of size 0: these must fail fast, not hang.
     shifted = seq_h5.replace(b'"class_name": "Dense"', b'"class_name": "Lambda"', 1)
     add("heap_shifted", _write(out / "heap_shifted.h5", shifted), BAD, "heap")
