@@ -34,7 +34,8 @@ def written_by_konverter(path: Path) -> bool:
             head = handle.read(4096)
     except OSError:
         return False
-    return MARKER in head
+    # Our header line starts with the marker; a mention elsewhere (a user's own file) does not count.
+    return any(line.startswith(MARKER) for line in head.splitlines())
 
 
 def generate_source(path: str | os.PathLike, options: dict | None = None) -> tuple[str, ModelFile, Program]:

@@ -89,6 +89,10 @@ def test_foreign_file_needs_force(tmp_path):
     assert proc.returncode == 5 and proc.stderr.count("\n") == 1 and "--force" in proc.stderr
     assert mine.read_text() == "print('my own code')\n"
 
+    mine.write_text(f"print('mentions {MARKER} but is mine')\n")
+    with pytest.raises(OutputError):
+        konverter.konvert(GOOD, mine)
+
     proc = _cli(str(GOOD), "-o", str(mine), "--force", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert MARKER in mine.read_text()

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from ..errors import BadModelFile
+from .text import shown
 
 h5py = pyfive = None
 if os.environ.get("KONVERTER_FORCE_PYFIVE") != "1":
@@ -93,7 +94,7 @@ def _open_child(group, name: str, path: str):
         # Check the object header before pyfive builds the object: external data files are never read.
         objects = group.file._get_dataobjects(group._links[name])
         if objects.find_msg_type(EXTERNAL_FILES_MESSAGE):
-            raise BadModelFile(f"weight {path!r} uses external or virtual storage, which is refused")
+            raise BadModelFile(f"weight {shown(path)} uses external or virtual storage, which is refused")
     return group[name]
 
 
@@ -102,13 +103,13 @@ def _child(group, name: str, path: str):
     try:
         kind = _link_kind(group, name)
         if kind is None:
-            raise BadModelFile(f"missing HDF5 object {path!r}")
+            raise BadModelFile(f"missing HDF5 object {shown(path)}")
         if kind != "hard":
-            raise BadModelFile(f"HDF5 object {path!r} is a {kind}; links are not followed")
+            raise BadModelFile(f"HDF5 object {shown(path)} is a {kind}; links are not followed")
         return _open_child(group, name, path)
     except BACKEND_ERRORS as err:
         # pyfive cannot even list a group holding an external link: that surfaces here too.
-        raise BadModelFile(f"HDF5 object {path!r} is damaged or holds a link ({short_error(err)})") from None
+        raise BadModelFile(f"HDF5 object {shown(path)} is damaged or holds a link ({short_error(err)})") from None
 
 
 def child(group, name: str, path: str = ""):
@@ -116,7 +117,7 @@ def child(group, name: str, path: str = ""):
     try:
         present = name in group
     except BACKEND_ERRORS as err:
-        raise BadModelFile(f"HDF5 group {path or name!r} is damaged ({short_error(err)})") from None
+        raise BadModelFile(f"HDF5 group {shown(path or name)} is damaged ({short_error(err)})") from None
     return _child(group, name, path or name) if present else None
 
 
@@ -124,7 +125,7 @@ def keys(group, path: str) -> list:
     try:
         return list(group.keys())
     except BACKEND_ERRORS as err:
-        raise BadModelFile(f"HDF5 group {path!r} is damaged ({short_error(err)})") from None
+        raise BadModelFile(f"HDF5 group {shown(path)} is damaged ({short_error(err)})") from None
 
 
 def walk(group, path: str):
@@ -135,7 +136,7 @@ def walk(group, path: str):
         if not part:
             continue
         if not is_group(obj):
-            raise BadModelFile(f"HDF5 path {'/'.join(done)!r} is not a group")
+            raise BadModelFile(f"HDF5 path {shown('/'.join(done))} is not a group")
         done.append(part)
         obj = _child(obj, part, "/".join(done))
     return obj
@@ -145,7 +146,7 @@ def _storage(ds, nbytes: int, path: str) -> int:
     """Bytes the file really stores for a dataset (checked against what it declares)."""
     if BACKEND == "h5py":
         if ds.is_virtual or ds.external:
-            raise BadModelFile(f"weight {path!r} uses external or virtual storage, which is refused")
+            raise BadModelFile(f"weight {shown(path)} uses external or virtual storage, which is refused")
         return ds.id.get_storage_size()
     layout = ds.id.layout_class
     if layout == 0:  # compact: inside the object header
@@ -154,41 +155,42 @@ def _storage(ds, nbytes: int, path: str) -> int:
         return 0 if ds.id.data_offset == UNDEFINED_ADDRESS else nbytes
     if layout == 2:
         return sum(int(ds.id.get_chunk_info(i).size) for i in range(ds.id.get_num_chunks()))
-    raise BadModelFile(f"weight {path!r} uses external or virtual storage, which is refused")
+    raise BadModelFile(f"weight {shown(path)} uses external or virtual storage, which is refused")
 
 
 def read_array(group, path: str) -> np.ndarray:
     """Read one weight dataset as a NumPy array, refusing anything unusual about it."""
     ds = walk(group, path)
     if not _is_dataset(ds):
-        raise BadModelFile(f"weight {path!r} is not a dataset")
+        raise BadModelFile(f"weight {shown(path)} is not a dataset")
     try:
         dtype = np.dtype(ds.dtype)
         shape = ds.shape
     except BACKEND_ERRORS as err:
-        raise BadModelFile(f"weight {path!r} is damaged ({short_error(err)})") from None
+        raise BadModelFile(f"weight {shown(path)} is damaged ({short_error(err)})") from None
     bfloat16 = _is_bfloat16(ds)
     if not bfloat16 and dtype.kind not in "fiub":
-        raise BadModelFile(f"weight {path!r} has non-numeric dtype {dtype}")
+        raise BadModelFile(f"weight {shown(path)} has non-numeric dtype {dtype}")
     if shape is None or any(d < 0 for d in shape):
-        raise BadModelFile(f"weight {path!r} has no valid shape")
+        raise BadModelFile(f"weight {shown(path)} has no valid shape")
     nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
     if nbytes > MAX_ARRAY_BYTES:
-        raise BadModelFile(f"weight {path!r} declares {nbytes} bytes, over the {MAX_ARRAY_BYTES} byte limit")
+        raise BadModelFile(f"weight {shown(path)} declares {nbytes} bytes, over the {MAX_ARRAY_BYTES} byte limit")
     try:
         stored = _storage(ds, nbytes, path)
     except BACKEND_ERRORS as err:
-        raise BadModelFile(f"weight {path!r} is damaged ({short_error(err)})") from None
+        raise BadModelFile(f"weight {shown(path)} is damaged ({short_error(err)})") from None
     if nbytes > SMALL_ARRAY_BYTES and nbytes > MAX_EXPANSION * stored:
         raise BadModelFile(
-            f"weight {path!r} declares {nbytes} bytes but stores only {stored} (a compression or fill-value bomb)"
+            f"weight {shown(path)} declares {nbytes} bytes but stores only {stored} (a compression or fill-value bomb)"
         )
     try:
         data = np.asarray(ds[()])
     except Exception as err:  # h5py raises OSError/KeyError/ValueError for damaged data, pyfive more
-        raise BadModelFile(f"weight {path!r} could not be read ({short_error(err)})") from None
+        raise BadModelFile(f"weight {shown(path)} could not be read ({short_error(err)})") from None
     if data.shape != tuple(shape) or data.dtype != dtype:
-        raise BadModelFile(f"weight {path!r} read back as {data.dtype}{data.shape}, not the declared {dtype}{shape}")
+        declared = f"{dtype}{tuple(shape)}"
+        raise BadModelFile(f"weight {shown(path)} read back as {data.dtype}{data.shape}, not the declared {declared}")
     if bfloat16:
         data = (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     return data

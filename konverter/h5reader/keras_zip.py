@@ -9,7 +9,7 @@ from ..errors import BadModelFile, UnsupportedModel
 from . import config as cfgmod
 from .hdf5 import child, is_group, keys, open_file, read_array
 from .model import ModelFile
-from .text import as_str, parse_json
+from .text import as_str, parse_json, shown
 
 MAX_MEMBER_BYTES = 4 << 30
 MAX_MEMBERS = 10_000
@@ -61,7 +61,7 @@ def read_keras_zip(path: str) -> ModelFile:
         blob = _member(archive, weights_info)
     model = ModelFile(path, "keras", version, "", config)
     if not cfgmod.is_model(config):
-        raise BadModelFile(f"the top-level object is a {cfgmod.class_of(config)!r}, not a model")
+        raise BadModelFile(f"the top-level object is a {shown(cfgmod.class_of(config))}, not a model")
     with open_file(io.BytesIO(blob), "model.weights.h5") as f:
         root = f
         _read_container(model, root, config, ())
@@ -95,15 +95,15 @@ def _members(archive: zipfile.ZipFile) -> dict:
 
 def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     if info.file_size > MAX_MEMBER_BYTES:
-        raise BadModelFile(f"archive member {info.filename!r} declares {info.file_size} bytes, over the limit")
+        raise BadModelFile(f"archive member {shown(info.filename)} declares {info.file_size} bytes, over the limit")
     try:
         with archive.open(info) as handle:
             # zipfile stops at the declared size, so a member lying about its size cannot inflate further.
             data = handle.read(info.file_size + 1)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-        raise BadModelFile(f"archive member {info.filename!r} is damaged ({err})") from None
+        raise BadModelFile(f"archive member {shown(info.filename)} is damaged ({err})") from None
     if len(data) > info.file_size:
-        raise BadModelFile(f"archive member {info.filename!r} is larger than declared")
+        raise BadModelFile(f"archive member {shown(info.filename)} is larger than declared")
     return data
 
 
@@ -144,14 +144,14 @@ def _collect(group, where: str, names: list) -> list:
     """A layer's variables: its own `vars/0..n` (numeric order), then child objects in Keras order."""
     arrays = []
     if not is_group(group):
-        raise BadModelFile(f"weights entry {where!r} is not a group")
+        raise BadModelFile(f"weights entry {shown(where)} is not a group")
     vars_group = child(group, "vars", f"{where}/vars")
     if vars_group is not None:
         if not is_group(vars_group):
-            raise BadModelFile(f"weights entry {where}/vars is not a group")
+            raise BadModelFile(f"weights entry {shown(where + '/vars')} is not a group")
         for k in sorted(keys(vars_group, f"{where}/vars"), key=lambda k: int(k) if k.isdigit() else -1):
             if not k.isdigit():
-                raise BadModelFile(f"unexpected weights entry {where}/vars/{k}")
+                raise BadModelFile(f"unexpected weights entry {shown(f'{where}/vars/{k}')}")
             arrays.append(read_array(vars_group, k))
             names.append(f"{where}/vars/{k}")
     children = [k for k in keys(group, where) if k != "vars"]

@@ -9,6 +9,12 @@ import numpy as np
 from ..errors import BadModelFile
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """A string from the file inside a message: quoted, escaped to printable ASCII, cut short."""
+    text = ascii(str(value))
+    return text if len(text) <= limit else text[: limit - 4] + "..." + text[-1]
+
+
 def as_str(value: object) -> str:
     """One attribute value as `str`, whether h5py gave str, bytes, numpy.bytes_ or a 0-d array."""
     if isinstance(value, np.ndarray) and value.shape == ():
