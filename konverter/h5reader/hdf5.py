@@ -27,7 +27,7 @@ if os.environ.get("KONVERTER_FORCE_PYFIVE") != "1":
 if h5py is None:
     try:
         import pyfive
-    except ImportError:
+    except Exception:  # missing, or broken (e.g. next to an incompatible NumPy): say "no reader" below
         pass
 
 BACKEND = "h5py" if h5py is not None else ("pyfive" if pyfive is not None else None)
