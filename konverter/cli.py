@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -44,8 +48,13 @@ def _version(value: bool) -> None:
         raise typer.Exit(EXIT_OK)
 
 
+def _plain(text: object) -> str:
+    """A file name or message for the terminal: control characters (escape sequences) shown escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
+
+
 def _fail(path: object, message: str, code: int) -> typer.Exit:
-    err_console.print(f"konverter: error: {path}: {message}", markup=False)
+    err_console.print(f"konverter: error: {_plain(path)}: {_plain(message)}", markup=False)
     return typer.Exit(code)
 
 
@@ -55,7 +64,7 @@ def _print_json(data: object) -> None:
 
 def _cells(*values: str) -> list:
     """Table cells as plain text: names and paths with [brackets] are never read as rich markup."""
-    return [Text(v) for v in values]
+    return [Text(_plain(v)) for v in values]
 
 
 def _shown(value: str) -> str:
@@ -100,20 +109,57 @@ def convert_command(
     `konverter models/` converts every .h5/.hdf5/.keras file in the folder. An output that is
     up to date (same model file, same Konverter version, same settings) is skipped.
     """
-    if path.is_dir():
-        if embed_check is not None:
-            raise _fail(path, "--embed-check needs a single model file, not a folder", EXIT_USAGE)
-        raise typer.Exit(_convert_folder(path, output, recursive, force, jobs, fail_fast, as_json, quiet, debug))
-    if not path.exists():
-        raise _fail(path, "no such file", EXIT_BAD_FILE)
-    outcome = convert_one(path, output, force=force, embed_check=embed_check, debug=debug)
-    if as_json:
-        _print_json(_summary_json([outcome]))
-    if not outcome.ok:
-        raise _fail(path, outcome.message, outcome.code)
-    if not quiet and not as_json:
-        detail = "up to date" if outcome.status == SKIPPED else f"{outcome.layers} layers, {outcome.seconds:.2f} s"
-        out_console.print(f"{path} -> {outcome.target} ({detail})", markup=False)
+    with _ctrl_c():
+        if path.is_dir():
+            if embed_check is not None:
+                raise _fail(path, "--embed-check needs a single model file, not a folder", EXIT_USAGE)
+            raise typer.Exit(_convert_folder(path, output, recursive, force, jobs, fail_fast, as_json, quiet, debug))
+        if not path.exists():
+            raise _fail(path, "no such file", EXIT_BAD_FILE)
+        outcome = convert_one(path, output, force=force, embed_check=embed_check, debug=debug)
+        if as_json:
+            _print_json(_summary_json([outcome]))
+        if not outcome.ok:
+            raise _fail(path, outcome.message, outcome.code)
+        if not quiet and not as_json:
+            detail = "up to date" if outcome.status == SKIPPED else f"{outcome.layers} layers, {outcome.seconds:.2f} s"
+            out_console.print(f"{_plain(path)} -> {_plain(outcome.target)} ({detail})", markup=False)
+
+
+_INTERRUPTED = threading.Event()
+
+
+def _check_interrupt() -> None:
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _ctrl_c():
+    """Ctrl-C ends the run with exit 130, one line, and no partial file (outputs are renamed into place).
+
+    Python silently drops a KeyboardInterrupt raised while a weakref callback or __del__ runs, so the
+    signal also sets a flag that is checked between files and at the end.
+    """
+
+    def on_sigint(signum, frame):
+        _INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: keep Python's own handling
+        previous = None
+    try:
+        yield
+        _check_interrupt()
+    except KeyboardInterrupt:
+        err_console.print("konverter: interrupted", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        _INTERRUPTED.clear()
 
 
 def _convert_folder(
@@ -129,7 +175,7 @@ def _convert_folder(
 ) -> int:
     models = find_models(folder, recursive)
     if not models:
-        err_console.print(f"konverter: no .h5/.hdf5/.keras files in {folder}", markup=False)
+        err_console.print(f"konverter: no .h5/.hdf5/.keras files in {_plain(folder)}", markup=False)
         if as_json:
             _print_json(_summary_json([]))
         return EXIT_SOME_FAILED
@@ -147,13 +193,15 @@ def _convert_folder(
         task = progress.add_task("converting" if jobs == 1 else "converting in parallel", total=len(models))
 
         def started(source: Path) -> None:
-            progress.update(task, description=f"converting {source.name[:40]}")
+            _check_interrupt()
+            progress.update(task, description=escape(f"converting {_plain(source.name)[:40]}"))
 
         for outcome in convert_many(
             targets, jobs=jobs, fail_fast=fail_fast, force=force, debug=debug, on_start=started
         ):
             finished[outcome.source] = outcome
             progress.advance(task)
+        _check_interrupt()
     outcomes = [finished[m] for m in models]  # the folder's order, whatever order they finished in
     failed = [o for o in outcomes if o.status == FAILED]
     if as_json:

@@ -264,8 +264,11 @@ def generate(
         w(f'        raise ValueError("state must be None or the list of {n_states} arrays that predict returned")')
         targets = ", ".join(f"s{i}" for i in range(n_states))
         w(f"    ({targets},) = state" if n_states == 1 else f"    {targets} = state")
+    # Like Keras: inf and NaN flow through silently (BLAS may raise FP flags even for exact results).
+    if body:
+        w('    with np.errstate(all="ignore"):')
     for line in body:
-        w("    " + line)
+        w("        " + line)
     results = [names[id(t)] for t in program.outputs]
     finals = "[" + ", ".join(names[id(final)] for _, final in program.states) + "]"
     tail = f", {finals}" if n_states else ""

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 import types
 from pathlib import Path
 
 from . import __version__
 from .codegen import MARKER, SETTINGS_LINE, SOURCE_HASH_LINE, SelfCheck, generate, text
-from .errors import MismatchError, OutputError, UsageError
+from .errors import BadModelFile, MismatchError, OutputError, UsageError
 from .graph import Program, build_program
 from .h5reader import ModelFile, read_model
 from .reference import read_reference
@@ -36,7 +37,8 @@ def written_by_konverter(path: Path) -> bool:
             head = handle.read(4096)
     except OSError:
         return False
-    return MARKER in head
+    # Our header line starts with the marker; a mention elsewhere (a user's own file) does not count.
+    return any(line.startswith(MARKER) for line in head.splitlines())
 
 
 def settings_text(options: dict | None = None, embed_check: str | os.PathLike | None = None) -> str:
@@ -56,8 +58,15 @@ def generate_source(
 
     `embed_check`: an .npz (x0.., y0..) whose first sample is stored in the module with a `self_check()`.
     """
-    model = read_model(path)
-    program = build_program(model, options)
+    try:
+        model = read_model(path)
+        program = build_program(model, options)
+    except RecursionError:
+        raise BadModelFile("the model config is nested too deeply") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+        # A config value of an unexpected type that no check caught: still the file's fault, still one line.
+        detail = str(err).splitlines()[0][:100] if str(err) else ""
+        raise BadModelFile(f"the model config is inconsistent ({type(err).__name__}: {detail})") from None
     check = None
     if embed_check is not None:
         reference = read_reference(embed_check)
@@ -153,18 +162,23 @@ def is_up_to_date(
 
 
 def write_atomically(target: Path, text: str) -> None:
-    """Write to a temporary file beside the target, then rename: no half-written output, ever."""
+    """Write to a temporary file beside the target, then rename: no half-written output, ever.
+
+    The temporary file (`.NAME.<random>.tmp`) is created inside the `try`, so an interrupt at any
+    point (Ctrl-C included) either leaves the old target untouched with no temporary file, or the
+    complete new one.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
         os.replace(tmp, target)
+    except FileExistsError:
+        raise  # another writer's temporary file (a 64-bit random name): never ours to delete
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

@@ -22,6 +22,10 @@ REFUSED = {
 }
 
 
+# Input dtypes the generated predict() accepts (its as_batch converts to them with np.asarray).
+INPUT_DTYPES = {"bool", "float16", "float32", "float64"} | {f"{s}int{n}" for s in ("", "u") for n in (8, 16, 32, 64)}
+
+
 @dataclass
 class ModelInput:
     name: str
@@ -50,7 +54,12 @@ def dtype_name(value: Any) -> str:
         return "float32"
     if value.startswith("mixed_"):
         return "float32"
-    return value
+    if value in INPUT_DTYPES:
+        return value
+    # The name is written into the generated file (as a literal): only NumPy's plain dtype names pass.
+    if value.isidentifier() and len(value) <= 20:
+        raise UnsupportedModel(f"input dtype {value} is not supported")
+    raise BadModelFile(f"invalid dtype {_show(value)}")
 
 
 def _shape_from(cfg: dict) -> tuple | None:
@@ -382,7 +391,8 @@ def _apply_mask_policy(layer: Layer, out: Any) -> None:
 def _as_ref(value: Any) -> tuple | None:
     """A tensor reference in either node format, as (layer, node, tensor), else None."""
     if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
-        history = (value.get("config") or {}).get("keras_history")
+        config = value.get("config")
+        history = config.get("keras_history") if isinstance(config, dict) else None
         if not (isinstance(history, list) and len(history) == 3):
             raise BadModelFile("a __keras_tensor__ has no valid keras_history")
         value = history

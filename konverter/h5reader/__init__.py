@@ -1,4 +1,4 @@
-"""Read Keras model files with h5py, json and zipfile only: never TensorFlow or Keras."""
+"""Read Keras model files with h5py (or pyfive), json and zipfile only: never TensorFlow or Keras."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import zipfile
 
 from ..errors import BadModelFile
-from .hdf5 import open_file
+from .hdf5 import BACKEND_ERRORS, open_file, short_error
 from .keras_zip import read_keras_zip
 from .legacy import read_legacy
 from .model import ModelFile
@@ -15,6 +15,8 @@ __all__ = ["ModelFile", "read_model", "MODEL_SUFFIXES"]
 
 MODEL_SUFFIXES = (".h5", ".hdf5", ".keras")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# h5py, pyfive and zipfile report damage deep inside a file in many ways; all of them mean "bad file".
+DAMAGE = BACKEND_ERRORS + (AttributeError, zipfile.BadZipFile)
 
 
 def read_model(path: str | os.PathLike) -> ModelFile:
@@ -29,13 +31,16 @@ def read_model(path: str | os.PathLike) -> ModelFile:
         raise BadModelFile(f"cannot be read ({err.strerror or err})") from None
     if not head:
         raise BadModelFile("the file is empty")
-    if head.startswith(b"PK") and zipfile.is_zipfile(path):
-        return read_keras_zip(path)
-    if head.startswith(b"PK"):
-        raise BadModelFile("looks like a zip archive but is damaged or truncated")
-    if head == HDF5_MAGIC or _hdf5_with_userblock(path):
-        with open_file(path, "the file") as f:
-            return read_legacy(f, path)
+    try:
+        if head.startswith(b"PK") and zipfile.is_zipfile(path):
+            return read_keras_zip(path)
+        if head.startswith(b"PK"):
+            raise BadModelFile("looks like a zip archive but is damaged or truncated")
+        if head == HDF5_MAGIC or _hdf5_with_userblock(path):
+            with open_file(path, "the file") as f:
+                return read_legacy(f, path)
+    except DAMAGE as err:
+        raise BadModelFile(f"the file is damaged or inconsistent ({type(err).__name__}: {short_error(err)})") from None
     raise BadModelFile("not a Keras model file (neither HDF5 nor a .keras zip archive)")
 
 

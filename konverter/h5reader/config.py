@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..errors import BadModelFile
+from .text import shown
 
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
 
@@ -14,7 +15,7 @@ def config_of(entry: dict) -> dict:
     if isinstance(entry.get("class_name"), str) and entry["class_name"] == "Sequential" and isinstance(cfg, list):
         return {"layers": cfg}  # Keras <= 2.2.2 stored a Sequential config as a bare list of layers
     if not isinstance(cfg, dict):
-        raise BadModelFile(f"layer entry {class_of(entry)!r} has no config object")
+        raise BadModelFile(f"layer entry {shown(class_of(entry))} has no config object")
     return cfg
 
 
@@ -29,7 +30,7 @@ def name_of(entry: dict) -> str:
     if name is None:
         name = config_of(entry).get("name")
     if not isinstance(name, str):
-        raise BadModelFile(f"a {class_of(entry)} layer in the model config has no name")
+        raise BadModelFile(f"a {shown(class_of(entry))} layer in the model config has no name")
     return name
 
 
@@ -41,7 +42,7 @@ def sublayers(entry: dict) -> list[dict]:
     """The layer entries of a Sequential/Functional config, in stored order."""
     layers = config_of(entry).get("layers")
     if not isinstance(layers, list):
-        raise BadModelFile(f"model {class_of(entry)!r} has no list of layers")
+        raise BadModelFile(f"model {shown(class_of(entry))} has no list of layers")
     for layer in layers:
         class_of(layer)
     return layers

@@ -5,13 +5,17 @@ from __future__ import annotations
 import io
 import zipfile
 
-from ..errors import BadModelFile
+from ..errors import BadModelFile, UnsupportedModel
 from . import config as cfgmod
-from .hdf5 import h5py, open_file, read_array
+from .hdf5 import child, is_group, keys, open_file, read_array
 from .model import ModelFile
-from .text import as_str, parse_json
+from .text import as_str, parse_json, shown
 
 MAX_MEMBER_BYTES = 4 << 30
+MAX_MEMBERS = 10_000
+# Weights compress ~1.1x and JSON ~10x; a member inflating more than this is a zip bomb.
+MAX_COMPRESSION_RATIO = 200
+SMALL_MEMBER_BYTES = 1 << 20
 # Child objects of wrapper layers are stored under attribute names; Keras's weight order
 # lists them in this order (alphabetical order would put backward before forward).
 CHILD_ORDER = [
@@ -37,13 +41,14 @@ def read_keras_zip(path: str) -> ModelFile:
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         raise BadModelFile(f"not a readable .keras archive ({err})") from None
     with archive:
-        members = {info.filename: info for info in archive.infolist()}
+        members = _members(archive)
         if "config.json" not in members:
             raise BadModelFile("this zip file is not a Keras model (no config.json)")
         if "model.weights.h5" not in members:
             if "model.weights.npz" in members:
-                raise BadModelFile(
-                    "weights stored as model.weights.npz (pickle) are refused; save with the default .h5 weights"
+                raise UnsupportedModel(
+                    "weights stored as model.weights.npz are refused (NumPy archives may hold pickles); "
+                    "save with the default .h5 weights"
                 )
             if "variables.h5" not in members:
                 raise BadModelFile("this .keras archive has no model.weights.h5")
@@ -56,23 +61,49 @@ def read_keras_zip(path: str) -> ModelFile:
         blob = _member(archive, weights_info)
     model = ModelFile(path, "keras", version, "", config)
     if not cfgmod.is_model(config):
-        raise BadModelFile(f"the top-level object is a {cfgmod.class_of(config)!r}, not a model")
+        raise BadModelFile(f"the top-level object is a {shown(cfgmod.class_of(config))}, not a model")
     with open_file(io.BytesIO(blob), "model.weights.h5") as f:
         root = f
         _read_container(model, root, config, ())
     return model
 
 
+def _members(archive: zipfile.ZipFile) -> dict:
+    """Member name -> ZipInfo, refusing names that could point outside the archive, duplicates and bombs.
+
+    Konverter never extracts anything, but an archive that tries such tricks is not one Keras wrote.
+    """
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise BadModelFile(f"the archive has {len(infos)} members, over the {MAX_MEMBERS} limit")
+    members: dict = {}
+    for info in infos:
+        name = info.filename
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith("/") or "\\" in name or "\0" in name or ".." in parts or ":" in parts[0]:
+            raise BadModelFile(f"unsafe archive member name {ascii(name)[:80]} (absolute or path traversal)")
+        if name in members:
+            raise BadModelFile(f"archive member {ascii(name)[:80]} appears twice")
+        if info.file_size > SMALL_MEMBER_BYTES and info.file_size > MAX_COMPRESSION_RATIO * info.compress_size:
+            raise BadModelFile(
+                f"archive member {ascii(name)[:80]} would inflate {info.compress_size} compressed bytes "
+                f"to {info.file_size} (a zip bomb)"
+            )
+        members[name] = info
+    return members
+
+
 def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     if info.file_size > MAX_MEMBER_BYTES:
-        raise BadModelFile(f"archive member {info.filename!r} declares {info.file_size} bytes, over the limit")
+        raise BadModelFile(f"archive member {shown(info.filename)} declares {info.file_size} bytes, over the limit")
     try:
         with archive.open(info) as handle:
-            data = handle.read(MAX_MEMBER_BYTES + 1)
+            # zipfile stops at the declared size, so a member lying about its size cannot inflate further.
+            data = handle.read(info.file_size + 1)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-        raise BadModelFile(f"archive member {info.filename!r} is damaged ({err})") from None
-    if len(data) > MAX_MEMBER_BYTES:
-        raise BadModelFile(f"archive member {info.filename!r} is larger than declared")
+        raise BadModelFile(f"archive member {shown(info.filename)} is damaged ({err})") from None
+    if len(data) > info.file_size:
+        raise BadModelFile(f"archive member {shown(info.filename)} is larger than declared")
     return data
 
 
@@ -80,9 +111,10 @@ def _read_container(model: ModelFile, group, entry: dict, prefix: tuple) -> None
     """Walk a Sequential/Functional config in order, mirroring Keras's class-based group names."""
     layers_group = None
     for key in ("layers", "_layer_checkpoint_dependencies"):  # the second: tf.keras 2.12-2.14
-        if isinstance(group, h5py.Group) and key in group:
-            layers_group = group[key]
-            break
+        if is_group(group):
+            layers_group = child(group, key)
+            if layers_group is not None:
+                break
     sequential = cfgmod.class_of(entry) == "Sequential"
     counts: dict[str, int] = {}
     for layer in cfgmod.sublayers(entry):
@@ -94,15 +126,15 @@ def _read_container(model: ModelFile, group, entry: dict, prefix: tuple) -> None
         counts[base] = n + 1
         key = base if n == 0 else f"{base}_{n}"
         path = prefix + (cfgmod.name_of(layer),)
-        child = layers_group.get(key) if layers_group is not None else None
+        group_of_layer = child(layers_group, key, f"layers/{key}") if is_group(layers_group) else None
         if cfgmod.is_model(layer):
-            if child is not None:
-                _read_container(model, child, layer, path)
+            if group_of_layer is not None:
+                _read_container(model, group_of_layer, layer, path)
             continue
-        if child is None:
+        if group_of_layer is None:
             continue
         names: list[str] = []
-        arrays = _collect(child, key, names)
+        arrays = _collect(group_of_layer, key, names)
         if arrays:
             model.weights[path] = arrays
             model.weight_names[path] = names
@@ -111,20 +143,21 @@ def _read_container(model: ModelFile, group, entry: dict, prefix: tuple) -> None
 def _collect(group, where: str, names: list) -> list:
     """A layer's variables: its own `vars/0..n` (numeric order), then child objects in Keras order."""
     arrays = []
-    if not isinstance(group, h5py.Group):
-        raise BadModelFile(f"weights entry {where!r} is not a group")
-    if "vars" in group:
-        vars_group = group["vars"]
-        keys = sorted(vars_group.keys(), key=lambda k: int(k) if k.isdigit() else -1)
-        for k in keys:
+    if not is_group(group):
+        raise BadModelFile(f"weights entry {shown(where)} is not a group")
+    vars_group = child(group, "vars", f"{where}/vars")
+    if vars_group is not None:
+        if not is_group(vars_group):
+            raise BadModelFile(f"weights entry {shown(where + '/vars')} is not a group")
+        for k in sorted(keys(vars_group, f"{where}/vars"), key=lambda k: int(k) if k.isdigit() else -1):
             if not k.isdigit():
-                raise BadModelFile(f"unexpected weights entry {where}/vars/{k}")
+                raise BadModelFile(f"unexpected weights entry {shown(f'{where}/vars/{k}')}")
             arrays.append(read_array(vars_group, k))
             names.append(f"{where}/vars/{k}")
-    children = [k for k in group.keys() if k != "vars"]
+    children = [k for k in keys(group, where) if k != "vars"]
     children.sort(key=lambda k: (CHILD_ORDER.index(k) if k in CHILD_ORDER else len(CHILD_ORDER), k))
     for k in children:
-        arrays.extend(_collect(group[k], f"{where}/{k}", names))
+        arrays.extend(_collect(child(group, k, f"{where}/{k}"), f"{where}/{k}", names))
     return arrays
 
 

@@ -6,7 +6,7 @@ from ..errors import BadModelFile
 from . import config as cfgmod
 from .hdf5 import read_array, walk
 from .model import ModelFile
-from .text import as_str, parse_json, read_names
+from .text import as_str, parse_json, read_names, shown
 
 
 def read_legacy(f, path: str) -> ModelFile:
@@ -26,7 +26,7 @@ def read_legacy(f, path: str) -> ModelFile:
     root = walk(f, "model_weights") if "model_weights" in f else f
     layer_names = read_names(root.attrs, "layer_names") or []
     if not cfgmod.is_model(config):
-        raise BadModelFile(f"the top-level object is a {config['class_name']!r}, not a model")
+        raise BadModelFile(f"the top-level object is a {shown(config['class_name'])}, not a model")
     entries = {cfgmod.name_of(e): e for e in cfgmod.sublayers(config)}
     for name in layer_names:
         group = walk(root, name)
@@ -73,7 +73,7 @@ def _spread_nested(model: ModelFile, entry: dict, prefix: tuple, names: list, ar
             owner = candidates[n % len(candidates)]
             break
         if owner is None:
-            raise BadModelFile(f"weight {wname!r} of nested model {prefix[-1]!r} matches none of its layers")
+            raise BadModelFile(f"weight {shown(wname)} of nested model {shown(prefix[-1])} matches none of its layers")
         model.weights.setdefault(owner, []).append(array)
         model.weight_names.setdefault(owner, []).append(wname)
 

@@ -9,6 +9,12 @@ import numpy as np
 from ..errors import BadModelFile
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """A string from the file inside a message: quoted, escaped to printable ASCII, cut short."""
+    text = ascii(str(value))
+    return text if len(text) <= limit else text[: limit - 4] + "..." + text[-1]
+
+
 def as_str(value: object) -> str:
     """One attribute value as `str`, whether h5py gave str, bytes, numpy.bytes_ or a 0-d array."""
     if isinstance(value, np.ndarray) and value.shape == ():
@@ -19,6 +25,10 @@ def as_str(value: object) -> str:
         except UnicodeDecodeError as err:
             raise BadModelFile(f"a text attribute is not valid UTF-8 ({err.reason})") from None
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")  # h5py hands undecodable bytes over as lone surrogates
+        except UnicodeEncodeError:
+            raise BadModelFile("a text attribute is not valid UTF-8") from None
         return value
     raise BadModelFile(f"expected a text attribute, found {type(value).__name__}")
 

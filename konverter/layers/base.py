@@ -123,7 +123,9 @@ class Layer:
         return inputs[0]
 
     def describe(self) -> str:
-        return f"layer {self.name!r} ({self.class_name})"
+        # The name comes from the file: escaped (one printable line) and cut short (names may be 10,000 chars).
+        shown = ascii(self.name)
+        return f"layer {shown if len(shown) <= 62 else shown[:58] + '...' + shown[-1]} ({self.class_name})"
 
     # ----- config and weights
     def get(self, key: str, default: Any = None) -> Any:
