@@ -40,7 +40,7 @@ def generate_source(path: str | os.PathLike, options: dict | None = None) -> tup
     """Read and convert a model; return the generated module's text without writing anything."""
     model = read_model(path)
     program = build_program(model, options)
-    source = generate(program, Path(path).name, model.keras_version, file_hash(path), __version__)
+    source = generate(program, Path(path).name, model.keras_version, file_hash(path), __version__, options)
     return source, model, program
 
 
