@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -56,10 +57,17 @@ def _version(value: bool) -> None:
         raise typer.Exit(EXIT_OK)
 
 
-def _convert_one(source: Path, target: Optional[Path], force: bool, debug: bool) -> Outcome:
+class WeightStorage(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+
+
+def _convert_one(
+    source: Path, target: Optional[Path], force: bool, debug: bool, options: Optional[dict] = None
+) -> Outcome:
     start = time.perf_counter()
     try:
-        dest, program = convert_file(source, target, force=force)
+        dest, program = convert_file(source, target, force=force, options=options)
         return Outcome(source, dest, EXIT_OK, "", program.layer_count, time.perf_counter() - start)
     except KonverterError as err:
         return Outcome(source, None, err.exit_code, str(err), 0, time.perf_counter() - start)
@@ -110,6 +118,11 @@ def convert_command(
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing output file Konverter did not write."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
     debug: bool = typer.Option(False, "--debug", help="Show a traceback for internal errors."),
+    weights: WeightStorage = typer.Option(
+        WeightStorage.float32,
+        "--weights",
+        help="How the weights are stored in the generated file: float16 halves it (computed in float32 all the same).",
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
@@ -119,12 +132,13 @@ def convert_command(
     No TensorFlow or Keras is needed. `konverter model.h5` writes model.py next to it;
     `konverter models/` converts every .h5/.hdf5/.keras file in the folder.
     """
+    options = {"weights": weights.value}
     if path.is_dir():
-        raise typer.Exit(_convert_folder(path, output, recursive, force, quiet, debug))
+        raise typer.Exit(_convert_folder(path, output, recursive, force, quiet, debug, options))
     if not path.exists():
         err_console.print(f"konverter: error: {path}: no such file", markup=False)
         raise typer.Exit(EXIT_BAD_FILE)
-    outcome = _convert_one(path, output, force, debug)
+    outcome = _convert_one(path, output, force, debug, options)
     if not outcome.ok:
         err_console.print(f"konverter: error: {path}: {outcome.message}", markup=False)
         raise typer.Exit(outcome.code)
@@ -134,7 +148,9 @@ def convert_command(
         )
 
 
-def _convert_folder(folder: Path, out: Optional[Path], recursive: bool, force: bool, quiet: bool, debug: bool) -> int:
+def _convert_folder(
+    folder: Path, out: Optional[Path], recursive: bool, force: bool, quiet: bool, debug: bool, options: dict
+) -> int:
     models = _find_models(folder, recursive)
     if not models:
         err_console.print(f"konverter: no .h5/.hdf5/.keras files in {folder}", markup=False)
@@ -153,7 +169,7 @@ def _convert_folder(folder: Path, out: Optional[Path], recursive: bool, force: b
         task = progress.add_task("converting", total=len(models))
         for m in models:
             progress.update(task, description=f"converting {m.name[:40]}")
-            outcomes.append(_convert_one(m, targets[m], force, debug))
+            outcomes.append(_convert_one(m, targets[m], force, debug, options))
             progress.advance(task)
     failed = [o for o in outcomes if not o.ok]
     if not quiet or failed:

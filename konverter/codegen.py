@@ -366,7 +366,7 @@ def _docstring(program: Program, source_name: str, keras_version: str) -> str:
 
 def _one_sample_function(chain: DenseChain, weight_name: Callable, funcs: dict, constants: dict) -> list:
     """`_predict_one(x)`: one sample of a Dense chain through per-thread 1-D buffers."""
-    for fn in (runtime.one_sample_buffers, core.dense_into, core.dense_relu_into, core.dense_no_bias):
+    for fn in (runtime.one_sample_buffers, core.dense_into, core.dense_relu_into, core.dense_vector):
         _dependencies(fn, funcs, constants)
     widths = chain.widths
     buffers = ", ".join(f"h{k}, v{k}, z{k}" for k in range(len(widths)))
@@ -394,7 +394,7 @@ def _one_sample_function(chain: DenseChain, weight_name: Callable, funcs: dict, 
         kwargs = "".join(f", {name}={literal(value)}" for name, value in step.activation_kwargs.items())
         lines.append(f"    # {step.layer}")
         if k == last:
-            lines.append(f"    y = dense_no_bias({source}, {kernel})")
+            lines.append(f"    y = dense_vector({source}, {kernel})")
             if step.activation is not None:
                 lines.append(f"    y = {step.activation.__name__}(y{kwargs})")
             lines.append("    return y")

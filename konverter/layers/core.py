@@ -44,6 +44,11 @@ def dense_into(x, kernel, out):
     return np.dot(x, kernel, out=out)
 
 
+def dense_vector(x, kernel):
+    # One sample as a 1-D vector, into a new array (np.dot has less call overhead than @ here).
+    return np.dot(x, kernel)
+
+
 def dense_relu_into(x, kernel, out, zeros):
     # dense_into, then ReLU in place; comparing with a zero vector is cheaper than with the scalar 0.0.
     np.dot(x, kernel, out=out)
