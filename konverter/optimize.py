@@ -88,6 +88,12 @@ class DenseChain:
     width: int  # input features
     steps: list = field(default_factory=list)
 
+    def chunk_rows(self, floats: int) -> int:
+        """Rows per chunk of a large batch so that the widest intermediate holds about `floats` values."""
+        widest = max(int(s.kernel.array.shape[1]) for s in self.steps)
+        rows = max(256, min(8192, floats // max(widest, 1)))
+        return 1 << (rows.bit_length() - 1)  # a power of two: easy to read in the generated file
+
     @property
     def widths(self) -> list:
         """Widths of the input and of every hidden vector (the last step returns a new array)."""

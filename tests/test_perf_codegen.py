@@ -119,6 +119,18 @@ def test_results_are_not_reused_buffers(tmp_path):
         assert np.array_equal(first, kept), "a later prediction changed an earlier result"
 
 
+def test_large_batches_run_in_chunks_with_the_same_results(tmp_path):
+    module = convert_and_import(PHONE, tmp_path)
+    source = (tmp_path / "phone__k2h5.py").read_text()
+    assert "for i in range(0, len(x0), 2048)" in source, "the phone model's batches are chunked by 2048 rows"
+    data = np.random.default_rng(3).normal(size=(5000, 103)).astype(np.float32)
+    whole = module._predict_rows(data)
+    chunked = module.predict(data)
+    assert chunked.shape == (5000, 1)
+    assert_close(chunked, whole, "chunked batch")
+    assert_close(chunked[4097:4101], np.stack([module.predict(x) for x in data[4097:4101]]), "rows vs samples")
+
+
 def test_inputs_of_any_form_are_left_alone(tmp_path):
     module = convert_and_import(PHONE, tmp_path)
     xs, ys = load_reference(PHONE.with_suffix(".npz"))
