@@ -177,7 +177,8 @@ def generate(
 
     body: list[str] = []
     current_layer = None
-    for i, op in enumerate(program.ops):
+    # A Dense chain's batch math is generated from the chain (see _rows_function), not from the ops.
+    for i, op in enumerate(program.ops if chain is None else []):
         _dependencies(op.fn, funcs, constants)
         if op.layer != current_layer:
             body.append(f"# {op.layer}")
@@ -197,7 +198,10 @@ def generate(
         target = ", ".join(outs) if len(outs) > 1 else outs[0]
         body.append(f"{target} = {call}")
 
-    one_sample = _one_sample_function(chain, weight_name, funcs, constants) if chain is not None else []
+    one_sample = []
+    if chain is not None:
+        one_sample = _one_sample_function(chain, weight_name, funcs, constants)
+        one_sample += ["", ""] + _rows_function(chain, weight_name, view_name, funcs, constants)
 
     in_names = tuple(inp.name for inp in program.inputs)
     in_shapes = tuple(inp.tensor.shape for inp in program.inputs)
@@ -254,20 +258,11 @@ def generate(
         w(f"        if x.shape == {literal((1, chain.width))}:")
         w("            return _predict_one(x[0])[None]")
     if chain is not None:
-        # Dense chain: the batch math is its own function, so that a large batch can run in chunks.
-        rows = chain.chunk_rows(CHUNK_FLOATS)
         w("    x0, batched = as_batch(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
         w("    if len(x0) == 1:")
         w("        y = _predict_one(x0[0])")
         w("        return y[None] if batched else y")
-        w(f"    if len(x0) <= {rows}:")
-        w("        return _predict_rows(x0)")
-        w(f"    # {rows} rows at a time: intermediates stay in cache and their memory is reused, not faulted in anew.")
-        w(f"    return np.concatenate([_predict_rows(x0[i : i + {rows}]) for i in range(0, len(x0), {rows})])")
-        w("")
-        w("")
-        w("def _predict_rows(x0):")
-        w('    """A batch of a Dense chain: one product per layer for all rows."""')
+        w("    return _predict_rows(x0)")
     elif n_in == 1:
         w("    x0, batched = as_batch(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
     else:
@@ -280,9 +275,9 @@ def generate(
         w("    batched = b0")
     for line in body:
         w("    " + line)
-    results = [names[id(t)] for t in program.outputs]
+    results = [names[id(t)] for t in program.outputs] if chain is None else []
     if chain is not None:
-        w(f"    return {results[0]}")
+        pass
     elif len(results) == 1 and not program.outputs_as_dict:
         r = results[0]
         w(f"    return {r} if batched else {r}[0]")
@@ -418,4 +413,53 @@ def _one_sample_function(chain: DenseChain, weight_name: Callable, funcs: dict, 
             lines.append(f"    dense_into({source}, {kernel}, v{k + 1})")
             if step.activation is not None:
                 lines.append(f"    {step.activation.__name__}(v{k + 1}{kwargs})")
+    return lines
+
+
+def _rows_function(chain: DenseChain, weight_name: Callable, view_name: Callable, funcs: dict, constants: dict) -> list:
+    """`_predict_rows(x0)`: a batch of a Dense chain, in chunks of rows through per-thread workspaces."""
+    _dependencies(runtime.row_workspaces, funcs, constants)
+    rows = chain.chunk_rows(CHUNK_FLOATS)
+    hidden = [int(step.kernel.array.shape[1]) for step in chain.steps[:-1]]
+    spaces = ", ".join(f"r{k + 1}" for k in range(len(hidden))) + ("," if len(hidden) == 1 else "")
+    units = int(chain.steps[-1].kernel.array.shape[1])
+    lines = ["def _predict_rows(x0):"]
+    if hidden:
+        lines += [
+            f"    # A batch, {rows} rows at a time; layer k's input goes to this thread's workspace r<k>, so the",
+            "    # intermediates stay in cache and their memory is reused instead of being faulted in anew.",
+        ]
+    else:
+        lines.append(f"    # A batch, {rows} rows at a time.")
+    if hidden:
+        lines += [
+            "    try:",
+            f"        {spaces} = _THREAD.rows",
+            "    except AttributeError:",
+            f"        {spaces} = _THREAD.rows = row_workspaces({rows}, {literal(tuple(hidden))})",
+        ]
+    lines += [
+        f"    y = np.empty((len(x0), {units}), dtype=np.float32)",
+        f"    for start in range(0, len(x0), {rows}):",
+        f"        stop = min(start + {rows}, len(x0))",
+        "        h0 = x0[start:stop]",
+    ]
+    last = len(chain.steps) - 1
+    for k, step in enumerate(chain.steps):
+        out = "y[start:stop]" if k == last else f"r{k + 1}[: stop - start]"
+        target = "" if k == last else f"h{k + 1} = "
+        if step.has_bias:
+            args = f"{view_name(ConstView(step.kernel, 'kernel'))}, {view_name(ConstView(step.kernel, 'bias'))}"
+            fn = core.dense_relu_rows if step.activation is act.relu_inplace else core.dense_rows
+        else:
+            args = weight_name(step.kernel)
+            fn = core.dense_no_bias_rows
+        _dependencies(fn, funcs, constants)
+        lines.append(f"        # {step.layer}")
+        lines.append(f"        {target}{fn.__name__}(h{k}, {args}, {out})")
+        if step.activation is not None and fn is not core.dense_relu_rows:
+            _dependencies(step.activation, funcs, constants)
+            kwargs = "".join(f", {name}={literal(value)}" for name, value in step.activation_kwargs.items())
+            lines.append(f"        {step.activation.__name__}({out if k == last else f'h{k + 1}'}{kwargs})")
+    lines.append("    return y")
     return lines

@@ -70,3 +70,8 @@ def one_sample_buffers(widths):
         full = np.ones(n + 1, dtype=np.float32)
         buffers += [full, full[:n], np.zeros(n, dtype=np.float32)]
     return buffers
+
+
+def row_workspaces(rows, widths):
+    # Per-thread workspaces of the batch path of a Dense chain: one (rows, width) float32 array per layer.
+    return [np.empty((rows, n), dtype=np.float32) for n in widths]

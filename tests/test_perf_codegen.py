@@ -122,13 +122,16 @@ def test_results_are_not_reused_buffers(tmp_path):
 def test_large_batches_run_in_chunks_with_the_same_results(tmp_path):
     module = convert_and_import(PHONE, tmp_path)
     source = (tmp_path / "phone__k2h5.py").read_text()
-    assert "for i in range(0, len(x0), 2048)" in source, "the phone model's batches are chunked by 2048 rows"
+    assert "for start in range(0, len(x0), 2048)" in source, "the phone model's batches are chunked by 2048 rows"
     data = np.random.default_rng(3).normal(size=(5000, 103)).astype(np.float32)
-    whole = module._predict_rows(data)
     chunked = module.predict(data)
     assert chunked.shape == (5000, 1)
-    assert_close(chunked, whole, "chunked batch")
+    small = np.concatenate([module.predict(data[i : i + 7]) for i in range(0, len(data), 7)])
+    assert_close(chunked, small, "chunked batch vs small batches")
     assert_close(chunked[4097:4101], np.stack([module.predict(x) for x in data[4097:4101]]), "rows vs samples")
+    again = module.predict(data[:3000])
+    assert_close(chunked[:3000], again, "a second, shorter batch through the same workspaces")
+    assert np.shares_memory(chunked, again) is False
 
 
 def test_inputs_of_any_form_are_left_alone(tmp_path):
@@ -232,6 +235,8 @@ def test_concurrent_predictions_equal_sequential_ones(tmp_path):
         "batch": lambda i: module.predict(data[max(0, i - 5) : i + 1]),
     }
     expected = {(mode, i): call(i) for mode, call in modes.items() for i in range(len(data))}
+    large = np.random.default_rng(1).normal(size=(2500, 1)).astype(np.float32)  # more than one chunk
+    expected[("large batch", -1)] = module.predict(large)
     start = threading.Barrier(8)
 
     def worker(seed: int) -> list:
@@ -241,11 +246,12 @@ def test_concurrent_predictions_equal_sequential_ones(tmp_path):
             for i in np.random.default_rng(seed).permutation(len(data)):
                 for mode, call in modes.items():
                     found.append((mode, int(i), call(int(i))))
+            found.append(("large batch", -1, module.predict(large)))
         return found
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = [r for found in pool.map(worker, range(8)) for r in found]
-    assert len(results) == 8 * 3 * 64 * 3
+    assert len(results) == 8 * 3 * (64 * 3 + 1)
     for mode, i, value in results:
         assert np.array_equal(value, expected[(mode, i)]), f"{mode} {i}"
 

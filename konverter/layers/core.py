@@ -38,6 +38,23 @@ def dense_relu(x, kernel, bias):
     return np.maximum(y, 0.0, out=y)
 
 
+def dense_rows(x, kernel, bias, out):
+    # Rows of a batch into a preallocated workspace.
+    np.matmul(x, kernel, out=out)
+    out += bias
+    return out
+
+
+def dense_relu_rows(x, kernel, bias, out):
+    np.matmul(x, kernel, out=out)
+    out += bias
+    return np.maximum(out, 0.0, out=out)
+
+
+def dense_no_bias_rows(x, kernel, out):
+    return np.matmul(x, kernel, out=out)
+
+
 def dense_into(x, kernel, out):
     # One sample as a 1-D vector, written into a preallocated buffer. When x ends with 1.0 and the
     # bias is the kernel's last row, this one call is x @ kernel + bias.
