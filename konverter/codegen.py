@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import inspect
 import math
+import re
 import textwrap
 import types
 from typing import Any, Callable
@@ -252,15 +253,14 @@ def generate(
     w('    """Run the model. See the module docstring for shapes; one sample or a batch."""')
     if chain is not None:
         sample = literal((chain.width,))
-        w("    if type(x) is np.ndarray and x.dtype == np.float32:  # the common cases, with nothing to convert")
-        w(f"        if x.shape == {sample}:")
-        w("            return _predict_one(x)")
-        w(f"        if x.shape == {literal((1, chain.width))}:")
-        w("            return _predict_one(x[0])[None]")
+        row = literal((1, chain.width))
+        w(f"    if type(x) is np.ndarray and x.dtype == np.float32 and (x.shape == {sample} or x.shape == {row}):")
+        w("        y = _predict_one(x)  # the common case: one float32 sample, nothing to convert or check")
+        w("        return y if x.ndim == 1 else y[None]")
     if chain is not None:
         w("    x0, batched = as_batch(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
         w("    if len(x0) == 1:")
-        w("        y = _predict_one(x0[0])")
+        w("        y = _predict_one(x0)")
         w("        return y[None] if batched else y")
         w("    return _predict_rows(x0)")
     elif n_in == 1:
@@ -377,23 +377,8 @@ def _one_sample_function(chain: DenseChain, weight_name: Callable, funcs: dict, 
     """`_predict_one(x)`: one sample of a Dense chain through per-thread 1-D buffers."""
     for fn in (runtime.one_sample_buffers, core.dense_into, core.dense_relu_into, core.dense_vector):
         _dependencies(fn, funcs, constants)
-    widths = chain.widths
-    buffers = ", ".join(f"h{k}, v{k}, z{k}" for k in range(len(widths)))
-    lines = [
-        "_THREAD = threading.local()  # each thread gets its own work buffers for _predict_one",
-        "",
-        "",
-        "def _predict_one(x):",
-        "    # One float32 sample as 1-D vectors. Buffer h<k> is layer k's input followed by 1.0, v<k> its first",
-        "    # entries, z<k> zeros; with the bias stored as the kernel's last row, a layer is one np.dot.",
-        "    try:",
-        f"        {buffers} = _THREAD.buffers",
-        "    except AttributeError:",
-        f"        _THREAD.buffers = one_sample_buffers({literal(tuple(widths))})",
-        f"        {buffers} = _THREAD.buffers",
-        "    np.copyto(v0, x)",
-    ]
     last = len(chain.steps) - 1
+    body = []
     for k, step in enumerate(chain.steps):
         fused_relu = k != last and step.activation is act.relu_inplace
         if step.activation is not None and not fused_relu:
@@ -401,19 +386,42 @@ def _one_sample_function(chain: DenseChain, weight_name: Callable, funcs: dict, 
         source = f"h{k}" if step.has_bias else f"v{k}"
         kernel = weight_name(step.kernel)
         kwargs = "".join(f", {name}={literal(value)}" for name, value in step.activation_kwargs.items())
-        lines.append(f"    # {step.layer}")
+        body.append(f"    # {step.layer}")
         if k == last:
-            lines.append(f"    y = dense_vector({source}, {kernel})")
+            body.append(f"    y = dense_vector({source}, {kernel})")
             if step.activation is not None:
-                lines.append(f"    y = {step.activation.__name__}(y{kwargs})")
-            lines.append("    return y")
+                body.append(f"    y = {step.activation.__name__}(y{kwargs})")
+            body.append("    return y")
         elif fused_relu:
-            lines.append(f"    dense_relu_into({source}, {kernel}, v{k + 1}, z{k + 1})")
+            body.append(f"    dense_relu_into({source}, {kernel}, v{k + 1}, z{k + 1})")
         else:
-            lines.append(f"    dense_into({source}, {kernel}, v{k + 1})")
+            body.append(f"    dense_into({source}, {kernel}, v{k + 1})")
             if step.activation is not None:
-                lines.append(f"    {step.activation.__name__}(v{k + 1}{kwargs})")
-    return lines
+                body.append(f"    {step.activation.__name__}(v{k + 1}{kwargs})")
+    # Unpack only the buffers the body uses (the others are "_").
+    text = "\n".join(body)
+    names = ["x_row"] + [
+        name if re.search(rf"\b{name}\b", text) else "_"
+        for k in range(len(chain.widths))
+        for name in (f"h{k}", f"v{k}", f"z{k}")
+    ]
+    unpack = ", ".join(names)
+    return [
+        "_THREAD = threading.local()  # each thread gets its own work buffers",
+        "",
+        "",
+        "def _predict_one(x):",
+        "    # One float32 sample, shape (n,) or (1, n), as 1-D vectors. Buffer h<k> is layer k's input followed",
+        "    # by 1.0, v<k> its first entries, z<k> zeros; with the bias stored as the kernel's last row, a layer",
+        "    # is one np.dot. Returns a new 1-D array.",
+        "    try:",
+        f"        {unpack} = _THREAD.buffers",
+        "    except AttributeError:",
+        f"        _THREAD.buffers = one_sample_buffers({literal(tuple(chain.widths))})",
+        f"        {unpack} = _THREAD.buffers",
+        "    x_row[...] = x  # h0 = [x, 1.0]",
+        *body,
+    ]
 
 
 def _rows_function(chain: DenseChain, weight_name: Callable, view_name: Callable, funcs: dict, constants: dict) -> list:

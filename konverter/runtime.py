@@ -64,12 +64,13 @@ def unpack_weights(blob, table):
 def one_sample_buffers(widths):
     # Per-thread work buffers of the one-sample path: for each width n, a float32 vector of n + 1
     # ending in 1.0 (it multiplies the bias row of an augmented kernel), a view of its first n
-    # entries, and n zeros for ReLU.
+    # entries, and n zeros for ReLU. First of all, the input's entries as a (1, n) row, which takes
+    # one sample of shape (n,) or (1, n) alike.
     buffers = []
     for n in widths:
         full = np.ones(n + 1, dtype=np.float32)
         buffers += [full, full[:n], np.zeros(n, dtype=np.float32)]
-    return buffers
+    return [buffers[0][None, : widths[0]]] + buffers
 
 
 def row_workspaces(rows, widths):
