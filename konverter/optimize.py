@@ -177,48 +177,66 @@ def _affine_vectors(op: Op, units: int) -> tuple:
 
 # ----------------------------------------------------------------------------- passes
 def fold_affine(ops: list, outputs: list) -> list:
-    """Fold per-feature multiply-adds into the neighbouring Dense (before or after it)."""
-    changed = True
-    while changed:
-        changed = False
+    """Fold per-feature multiply-adds into the neighbouring Dense (before or after it).
+
+    Each pass folds every pair it can without touching an op twice; passes repeat until nothing
+    changes (BatchNormalization -> Dense -> BatchNormalization takes two), each linear in the ops.
+    """
+    while True:
         readers = _readers(ops)
         producer = {id(t): i for i, op in enumerate(ops) for t in op.outputs}
+        users: dict[int, list] = {}
         for i, op in enumerate(ops):
-            if op.fn not in AFFINE or len(op.outputs) != 1:
+            for key in {id(t) for t in _tensors([op.args, op.kwargs])}:
+                users.setdefault(key, []).append(i)
+        new: dict[int, Op] = {}  # index -> replacement
+        removed: set = set()
+        for i, op in enumerate(ops):
+            if op.fn not in AFFINE or len(op.outputs) != 1 or i in new:
                 continue
             t = op.outputs[0]
             x = _arguments(op).get("x")
             # Dense, then this multiply-add: W' = W * a, b' = b * a + s.
             j = producer.get(id(x)) if isinstance(x, Tensor) else None
-            if j is not None and ops[j].fn in DENSE and _only_reader(x, readers, outputs):
-                xin, kernel, bias = _dense_parts(ops[j])
-                if kernel is not None:
-                    _, a, s = _affine_vectors(op, kernel.shape[1])
-                    if a is not None and s is not None:
-                        bias = np.zeros(kernel.shape[1]) if bias is None else bias
-                        new = _dense_op(xin, kernel * a, bias * a + s, op.outputs, f"{ops[j].layer} + {op.layer}")
-                        if new is not None:
-                            ops[j] = new
-                            del ops[i]
-                            changed = True
-                            break
+            if j is not None and j not in new and j not in removed and ops[j].fn in DENSE:
+                folded = _fold_after(ops[j], op, readers, outputs)
+                if folded is not None:
+                    new[j] = folded
+                    removed.add(i)
+                    continue
             # This multiply-add, then Dense: W' = a[:, None] * W, b' = s @ W + b.
-            users = [k for k, o in enumerate(ops) if any(u is t for u in _tensors([o.args, o.kwargs]))]
-            if len(users) == 1 and ops[users[0]].fn in DENSE and _only_reader(t, readers, outputs):
-                k = users[0]
-                xin, kernel, bias = _dense_parts(ops[k])
-                if kernel is not None and xin is t:
-                    _, a, s = _affine_vectors(op, kernel.shape[0])
-                    if a is not None and s is not None:
-                        bias = np.zeros(kernel.shape[1]) if bias is None else bias
-                        new = _dense_op(x, a[:, None] * kernel, s @ kernel + bias, ops[k].outputs, "")
-                        if new is not None:
-                            new.layer = f"{op.layer} + {ops[k].layer}"
-                            ops[k] = new
-                            del ops[i]
-                            changed = True
-                            break
-    return ops
+            after = users.get(id(t), [])
+            if len(after) == 1 and after[0] not in new and after[0] not in removed and ops[after[0]].fn in DENSE:
+                folded = _fold_before(op, ops[after[0]], readers, outputs)
+                if folded is not None:
+                    new[after[0]] = folded
+                    removed.add(i)
+        if not new:
+            return ops
+        ops = [new.get(i, op) for i, op in enumerate(ops) if i not in removed]
+
+
+def _fold_after(dense: Op, affine: Op, readers: dict, outputs: list) -> Optional[Op]:
+    xin, kernel, bias = _dense_parts(dense)
+    if kernel is None or not _only_reader(dense.outputs[0], readers, outputs):
+        return None
+    _, a, s = _affine_vectors(affine, kernel.shape[1])
+    if a is None or s is None:
+        return None
+    bias = np.zeros(kernel.shape[1]) if bias is None else bias
+    return _dense_op(xin, kernel * a, bias * a + s, affine.outputs, f"{dense.layer} + {affine.layer}")
+
+
+def _fold_before(affine: Op, dense: Op, readers: dict, outputs: list) -> Optional[Op]:
+    t = affine.outputs[0]
+    xin, kernel, bias = _dense_parts(dense)
+    if kernel is None or xin is not t or not _only_reader(t, readers, outputs):
+        return None
+    x, a, s = _affine_vectors(affine, kernel.shape[0])
+    if a is None or s is None:
+        return None
+    bias = np.zeros(kernel.shape[1]) if bias is None else bias
+    return _dense_op(x, a[:, None] * kernel, s @ kernel + bias, dense.outputs, f"{affine.layer} + {dense.layer}")
 
 
 def run_in_place(ops: list, outputs: list) -> list:
