@@ -199,10 +199,11 @@ def generate(
         target = ", ".join(outs) if len(outs) > 1 else outs[0]
         body.append(f"{target} = {call}")
 
-    one_sample = []
+    one_sample, one_body = [], []
     if chain is not None:
-        one_sample = _one_sample_function(chain, weight_name, funcs, constants)
-        one_sample += ["", ""] + _rows_function(chain, weight_name, view_name, funcs, constants)
+        one_body = _one_sample_body(chain, weight_name, funcs, constants)
+        one_sample = ["_THREAD = threading.local()  # each thread gets its own work buffers", "", ""]
+        one_sample += _rows_function(chain, weight_name, view_name, funcs, constants)
 
     in_names = tuple(inp.name for inp in program.inputs)
     in_shapes = tuple(inp.tensor.shape for inp in program.inputs)
@@ -252,16 +253,18 @@ def generate(
         w("def predict(*inputs):")
     w('    """Run the model. See the module docstring for shapes; one sample or a batch."""')
     if chain is not None:
-        sample = literal((chain.width,))
-        row = literal((1, chain.width))
-        w(f"    if type(x) is np.ndarray and x.dtype == np.float32 and (x.shape == {sample} or x.shape == {row}):")
-        w("        y = _predict_one(x)  # the common case: one float32 sample, nothing to convert or check")
-        w("        return y if x.ndim == 1 else y[None]")
-    if chain is not None:
+        shapes = literal(((chain.width,), (1, chain.width)))
+        w(f"    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.shape in {shapes}):")
+        w("        return _predict_other(x)")
+        lines.extend(one_body)
+        w("")
+        w("")
+        w("def _predict_other(x):")
+        w("    # Anything but one float32 sample: a list, another dtype, a batch; checked and converted here.")
         w("    x0, batched = as_batch(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
         w("    if len(x0) == 1:")
-        w("        y = _predict_one(x0)")
-        w("        return y[None] if batched else y")
+        w(f"        y = predict(x0)  # x0 is a float32 array of shape {literal((1, chain.width))} now: the path above")
+        w("        return y if batched else y[0]")
         w("    return _predict_rows(x0)")
     elif n_in == 1:
         w("    x0, batched = as_batch(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
@@ -373,8 +376,8 @@ def _docstring(program: Program, source_name: str, keras_version: str) -> str:
     return body.replace("\\", "\\\\").replace('"', '\\"') + "\n"
 
 
-def _one_sample_function(chain: DenseChain, weight_name: Callable, funcs: dict, constants: dict) -> list:
-    """`_predict_one(x)`: one sample of a Dense chain through per-thread 1-D buffers."""
+def _one_sample_body(chain: DenseChain, weight_name: Callable, funcs: dict, constants: dict) -> list:
+    """The body of predict for one float32 sample of a Dense chain: 1-D vectors in per-thread buffers."""
     for fn in (runtime.one_sample_buffers, core.dense_into, core.dense_relu_into, core.dense_vector):
         _dependencies(fn, funcs, constants)
     last = len(chain.steps) - 1
@@ -391,7 +394,7 @@ def _one_sample_function(chain: DenseChain, weight_name: Callable, funcs: dict, 
             body.append(f"    y = dense_vector({source}, {kernel})")
             if step.activation is not None:
                 body.append(f"    y = {step.activation.__name__}(y{kwargs})")
-            body.append("    return y")
+            body.append("    return y if x.ndim == 1 else y[None]")
         elif fused_relu:
             body.append(f"    dense_relu_into({source}, {kernel}, v{k + 1}, z{k + 1})")
         else:
@@ -407,13 +410,9 @@ def _one_sample_function(chain: DenseChain, weight_name: Callable, funcs: dict, 
     ]
     unpack = ", ".join(names)
     return [
-        "_THREAD = threading.local()  # each thread gets its own work buffers",
-        "",
-        "",
-        "def _predict_one(x):",
         "    # One float32 sample, shape (n,) or (1, n), as 1-D vectors. Buffer h<k> is layer k's input followed",
         "    # by 1.0, v<k> its first entries, z<k> zeros; with the bias stored as the kernel's last row, a layer",
-        "    # is one np.dot. Returns a new 1-D array.",
+        "    # is one np.dot. The result is a new array.",
         "    try:",
         f"        {unpack} = _THREAD.buffers",
         "    except AttributeError:",
