@@ -30,9 +30,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import argparse  # noqa: E402
+import atexit  # noqa: E402
 import importlib.util  # noqa: E402
 import itertools  # noqa: E402
 import platform  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -54,6 +56,13 @@ from konverter.h5reader import read_model  # noqa: E402
 FIXTURES = ROOT / "tests" / "fixtures" / "core"
 BENCH_MODELS = Path(__file__).resolve().parent / "bench_models"
 _counter = itertools.count()
+_SCRATCH = Path(tempfile.mkdtemp(prefix="konverter-bench-"))
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+
+
+def scratch() -> Path:
+    """A new empty folder, removed when the benchmark exits."""
+    return Path(tempfile.mkdtemp(dir=_SCRATCH))
 
 
 # ----------------------------------------------------------------------------- model files
@@ -597,7 +606,7 @@ MAXRSS = "print([int(l.split()[1]) for l in open('/proc/self/status') if l.start
 def process_rows(model: Path, generated: Path, x: np.ndarray, repeats: int, python: str) -> list:
     """Conversion and import times, peak memory, sizes; markdown bullet lines."""
     lines = []
-    out = Path(tempfile.mkdtemp()) / "converted.py"
+    out = scratch() / "converted.py"
     start = [child("pass", python)[0] for _ in range(repeats)]
     numpy_start = [child("import numpy", python)[0] for _ in range(repeats)]
     api = [
@@ -626,7 +635,7 @@ def process_rows(model: Path, generated: Path, x: np.ndarray, repeats: int, pyth
         "import seedmodel\n"
         "print(time.perf_counter() - t)"
     )
-    fresh, cached = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+    fresh, cached = scratch(), scratch()
     for folder in (fresh, cached):
         (folder / "seedmodel.py").write_bytes(generated.read_bytes())
     child(timing.format(folder=str(cached)), python, pyc=True)  # writes __pycache__
@@ -722,7 +731,7 @@ def main() -> None:
             f"TensorFlow {tf.__version__} (tf_keras {tf_keras.__version__}), 1 intra-op and 1 inter-op thread."
         )
     report.append("")
-    work = Path(tempfile.mkdtemp(prefix="konverter-bench-"))
+    work = scratch()
     seed_generated = None
     for name in args.models:
         path, batch_size = MODELS[name]
