@@ -467,6 +467,8 @@ def _rows_function(chain: DenseChain, weight_name: Callable, view_name: Callable
         if step.activation is not None and fn is not core.dense_relu_rows:
             _dependencies(step.activation, funcs, constants)
             kwargs = "".join(f", {name}={literal(value)}" for name, value in step.activation_kwargs.items())
-            lines.append(f"        {step.activation.__name__}({out if k == last else f'h{k + 1}'}{kwargs})")
+            call = f"{step.activation.__name__}({out if k == last else f'h{k + 1}'}{kwargs})"
+            in_place = step.activation.__name__.endswith("_inplace")
+            lines.append(f"        {call}" if in_place else f"        {out} = {call}")
     lines.append("    return y")
     return lines

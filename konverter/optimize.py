@@ -268,6 +268,44 @@ def run_in_place(ops: list, outputs: list) -> list:
     return result
 
 
+# Activations a Dense chain's last layer may end with (they return a new array of the same shape).
+ELEMENTWISE = {
+    act.relu,
+    act.relu6,
+    act.relu_general,
+    act.leaky_relu,
+    act.sigmoid,
+    act.tanh,
+    act.hard_sigmoid_keras2,
+    act.hard_sigmoid,
+    act.hard_silu,
+    act.softplus,
+    act.softsign,
+    act.elu,
+    act.selu,
+    act.celu,
+    act.exponential,
+    act.swish,
+    act.gelu,
+    act.gelu_tanh,
+    act.mish,
+    act.log_sigmoid,
+    act.softmax,
+    act.log_softmax,
+}
+
+
+def _chain_activation(op: Op, last: bool) -> bool:
+    """An activation the chain can run: in place anywhere, or any elementwise one at the very end;
+    its other arguments plain numbers, and softmax over the feature axis."""
+    if not (op.fn in IN_PLACE.values() or (last and op.fn in ELEMENTWISE)):
+        return False
+    kwargs = {k: v for k, v in _arguments(op).items() if k != "x"}
+    if any(not (v is None or isinstance(v, (int, float))) for k, v in kwargs.items() if k != "axis"):
+        return False
+    return "axis" not in kwargs or kwargs["axis"] in (-1, 1, (1,))
+
+
 def dense_chain(program: Program) -> tuple[Program, Optional[DenseChain]]:
     """A model made of Dense layers and ReLU/tanh/softmax only: its one-sample form, and the program
     rewritten so that its kernels and biases are views of the augmented kernels (stored once)."""
@@ -297,12 +335,12 @@ def dense_chain(program: Program) -> tuple[Program, Optional[DenseChain]]:
                 ops[-1] = replace(op, args=(current, ConstView(kernel, "kernel"), ConstView(kernel, "bias")), kwargs={})
             relu = act.relu_inplace if op.fn is core.dense_relu else None
             chain.steps.append(ChainStep(kernel, bias is not None, relu, {}, op.layer))
-        elif op.fn in IN_PLACE.values() and chain.steps and chain.steps[-1].activation is None:
+        elif chain.steps and chain.steps[-1].activation is None and _chain_activation(op, op is program.ops[-1]):
             kwargs = {k: v for k, v in args.items() if k != "x"}
-            if op.fn is act.softmax_inplace and kwargs.get("axis") not in (-1, 1, (1,)):
-                return program, None
+            if "axis" in kwargs:
+                kwargs["axis"] = -1  # checked by _chain_activation: the feature axis
             chain.steps[-1].activation = op.fn
-            chain.steps[-1].activation_kwargs = {"axis": -1} if kwargs else {}
+            chain.steps[-1].activation_kwargs = kwargs
         else:
             return program, None
         current = op.outputs[0]

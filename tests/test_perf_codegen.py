@@ -219,9 +219,43 @@ def test_only_dense_chains_get_the_one_sample_path():
         Op(core.dense, (flat, Const(weights(6, 2)), Const(weights(2))), {}, (y,)),
     ]
     assert dense_chain(build([ModelInput("x", x)], [y], run_in_place(ops, [y])))[1] is None
-    x1, h = Tensor((3,)), Tensor((2,))
-    sig = [Op(core.dense, (x1, Const(weights(3, 2)), Const(weights(2))), {}, (h,)), Op(act.sigmoid, (h,), {}, (y,))]
-    assert dense_chain(build([ModelInput("x", x1)], [y], sig))[1] is None
+    # sigmoid has no in-place variant: fine as the last step, not between two Dense layers
+    x1, h, g, z = Tensor((3,)), Tensor((2,)), Tensor((2,)), Tensor((2,))
+    middle = [
+        Op(core.dense, (x1, Const(weights(3, 2)), Const(weights(2))), {}, (h,)),
+        Op(act.sigmoid, (h,), {}, (g,)),
+        Op(core.dense, (g, Const(weights(2, 2)), Const(weights(2))), {}, (z,)),
+    ]
+    assert dense_chain(build([ModelInput("x", x1)], [z], middle))[1] is None
+
+
+@pytest.mark.parametrize(
+    "fn, kwargs, reference",
+    [
+        (act.sigmoid, {}, lambda y: 1.0 / (1.0 + np.exp(-y))),
+        (act.leaky_relu, {"negative_slope": 0.1}, lambda y: np.where(y > 0, y, 0.1 * y)),
+        (act.log_softmax, {"axis": 1}, lambda y: y - np.log(np.sum(np.exp(y), axis=-1, keepdims=True))),
+    ],
+    ids=["sigmoid", "leaky_relu", "log_softmax"],
+)
+def test_chain_may_end_with_any_elementwise_activation(tmp_path, fn, kwargs, reference):
+    x, h, r, z, out = Tensor((5,)), Tensor((300,)), Tensor((300,)), Tensor((3,)), Tensor((3,))
+    k1, b1, k2, b2 = weights(5, 300), weights(300), weights(300, 3), weights(3)
+    ops = [
+        Op(core.dense, (x, Const(k1), Const(b1)), {}, (h,)),
+        Op(act.relu, (h,), {}, (r,)),
+        Op(core.dense, (r, Const(k2), Const(b2)), {}, (z,)),
+        Op(fn, (z,), kwargs, (out,)),
+    ]
+    program = build([ModelInput("x", x)], [out], ops)
+    assert optimize(program)[1] is not None
+    module = write_module(program, tmp_path)
+    data = weights(4000, 5)  # more rows than one chunk (2**19 // 300 -> 1024)
+    expected = reference(np.maximum(data @ k1 + b1, 0.0) @ k2 + b2)
+    assert_close(module.predict(data), expected, "batch")
+    assert_close(module.predict(data[7]), expected[7], "one sample")
+    assert_close(module.predict(data[7:8]), expected[7:8], "batch of one")
+    assert_close(module.predict(data[7].tolist()), expected[7], "list")
 
 
 # ----------------------------------------------------------------------------- threads
