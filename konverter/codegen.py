@@ -389,7 +389,7 @@ def _one_sample_body(chain: DenseChain, weight_name: Callable, funcs: dict, cons
         source = f"h{k}" if step.has_bias else f"v{k}"
         kernel = weight_name(step.kernel)
         kwargs = "".join(f", {name}={literal(value)}" for name, value in step.activation_kwargs.items())
-        body.append(f"    # {step.layer}")
+        body += [f"    # {step.layer}"] if step.layer else []
         if k == last:
             body.append(f"    y = dense_vector({source}, {kernel})")
             if step.activation is not None:
@@ -462,7 +462,7 @@ def _rows_function(chain: DenseChain, weight_name: Callable, view_name: Callable
             args = weight_name(step.kernel)
             fn = core.dense_no_bias_rows
         _dependencies(fn, funcs, constants)
-        lines.append(f"        # {step.layer}")
+        lines += [f"        # {step.layer}"] if step.layer else []
         lines.append(f"        {target}{fn.__name__}(h{k}, {args}, {out})")
         if step.activation is not None and fn is not core.dense_relu_rows:
             _dependencies(step.activation, funcs, constants)
