@@ -280,7 +280,7 @@ def generate(
         w("    " + line)
     results = [names[id(t)] for t in program.outputs] if chain is None else []
     if chain is not None:
-        pass
+        pass  # a Dense chain's predict has returned above
     elif len(results) == 1 and not program.outputs_as_dict:
         r = results[0]
         w(f"    return {r} if batched else {r}[0]")
