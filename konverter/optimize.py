@@ -7,9 +7,10 @@ Everything here runs once, at conversion time:
 - `run_in_place`: an activation whose input is a fresh array that nothing else reads runs in place
   (`relu_inplace`), and Dense followed by ReLU becomes one `dense_relu`. Never on a model input,
   a model output, a value with another reader, or a view (only results of FRESH functions qualify).
-- `dense_chain`: a model that is only Dense layers and ReLU/tanh/softmax from a 1-D float32 input
-  gets a one-sample path through 1-D buffers, the bias stored as the kernel's last row so that each
-  layer is one `np.dot` (and one `np.maximum` for ReLU).
+- `dense_chain`: a model that is only Dense layers (ReLU/tanh/softmax between them, any elementwise
+  activation at the end) from a 1-D float32 input gets a one-sample path through 1-D buffers, the
+  bias stored as the kernel's last row so that each layer is one `np.dot` (and one `np.maximum` for
+  ReLU), and large batches in row chunks through per-thread workspaces.
 """
 
 from __future__ import annotations
@@ -76,14 +77,15 @@ class ConstView:
 class ChainStep:
     kernel: Const  # (n + 1, m) with the bias as last row, or (n, m) without bias
     has_bias: bool
-    activation: Optional[Callable]  # an IN_PLACE function, or None
+    activation: Optional[Callable]  # an IN_PLACE function; on the last step any ELEMENTWISE one; or None
     activation_kwargs: dict
     layer: str
 
 
 @dataclass
 class DenseChain:
-    """A model that is Dense layers (with ReLU/tanh/softmax) only, for the one-sample path."""
+    """A model that is Dense layers only (ReLU/tanh/softmax between them, any elementwise activation
+    at the end): it gets the one-sample path and row-chunked batches."""
 
     width: int  # input features
     steps: list = field(default_factory=list)
@@ -109,7 +111,11 @@ def optimize(program: Program) -> tuple[Program, Optional[DenseChain]]:
 
 # ----------------------------------------------------------------------------- helpers
 def _arguments(op: Op) -> dict:
-    return dict(inspect.signature(op.fn).bind(*op.args, **op.kwargs).arguments)
+    """The op's arguments by parameter name ({} when they cannot be bound: then no rewrite applies)."""
+    try:
+        return dict(inspect.signature(op.fn).bind(*op.args, **op.kwargs).arguments)
+    except (TypeError, ValueError):
+        return {}
 
 
 def _tensors(value: Any) -> list:
@@ -154,11 +160,11 @@ def _dense_parts(op: Op) -> tuple:
     bias = args.get("bias")
     if bias is not None and not isinstance(bias, Const):
         return None, None, None
-    kernel = args["kernel"]
+    kernel = args.get("kernel")
     if not isinstance(kernel, Const) or kernel.array.ndim != 2:
         return None, None, None
     b = None if bias is None else np.asarray(bias.array, dtype=np.float64)
-    return args["x"], np.asarray(kernel.array, dtype=np.float64), b
+    return args.get("x"), np.asarray(kernel.array, dtype=np.float64), b
 
 
 def _dense_op(x: Tensor, kernel: np.ndarray, bias: np.ndarray, outputs: tuple, layer: str) -> Optional[Op]:
