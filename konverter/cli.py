@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -51,6 +52,11 @@ def _version(value: bool) -> None:
 def _plain(text: object) -> str:
     """A file name or message for the terminal: control characters (escape sequences) shown escaped."""
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
+
+
+class WeightStorage(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
 
 
 def _fail(path: object, message: str, code: int) -> typer.Exit:
@@ -99,6 +105,11 @@ def convert_command(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
     debug: bool = typer.Option(False, "--debug", help="Show a traceback for internal errors."),
+    weights: WeightStorage = typer.Option(
+        WeightStorage.float32,
+        "--weights",
+        help="How the weights are stored in the generated file: float16 halves it (computed in float32 all the same).",
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
@@ -109,14 +120,18 @@ def convert_command(
     `konverter models/` converts every .h5/.hdf5/.keras file in the folder. An output that is
     up to date (same model file, same Konverter version, same settings) is skipped.
     """
+    # float32 storage is the default and is recorded as no setting, so earlier outputs stay up to date.
+    options = {"weights": weights.value} if weights is not WeightStorage.float32 else None
     with _ctrl_c():
         if path.is_dir():
             if embed_check is not None:
                 raise _fail(path, "--embed-check needs a single model file, not a folder", EXIT_USAGE)
-            raise typer.Exit(_convert_folder(path, output, recursive, force, jobs, fail_fast, as_json, quiet, debug))
+            raise typer.Exit(
+                _convert_folder(path, output, recursive, force, jobs, fail_fast, as_json, quiet, debug, options)
+            )
         if not path.exists():
             raise _fail(path, "no such file", EXIT_BAD_FILE)
-        outcome = convert_one(path, output, force=force, embed_check=embed_check, debug=debug)
+        outcome = convert_one(path, output, force=force, options=options, embed_check=embed_check, debug=debug)
         if as_json:
             _print_json(_summary_json([outcome]))
         if not outcome.ok:
@@ -172,6 +187,7 @@ def _convert_folder(
     as_json: bool,
     quiet: bool,
     debug: bool,
+    options: Optional[dict] = None,
 ) -> int:
     models = find_models(folder, recursive)
     if not models:
@@ -197,7 +213,7 @@ def _convert_folder(
             progress.update(task, description=escape(f"converting {_plain(source.name)[:40]}"))
 
         for outcome in convert_many(
-            targets, jobs=jobs, fail_fast=fail_fast, force=force, debug=debug, on_start=started
+            targets, jobs=jobs, fail_fast=fail_fast, force=force, options=options, debug=debug, on_start=started
         ):
             finished[outcome.source] = outcome
             progress.advance(task)

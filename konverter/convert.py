@@ -83,6 +83,7 @@ def generate_source(
         model.keras_version,
         file_hash(path),
         __version__,
+        options,
         settings=settings_text(options, embed_check),
         check=check,
     )

@@ -10,6 +10,11 @@ import numpy as np
 
 def as_batch(x, shape, dtype, name):
     # One sample (rank of `shape` minus the batch axis) or a batch; returns (array, batched).
+    if type(x) is np.ndarray and x.dtype == dtype:  # fast path: used as it is, no copy, no conversion
+        if x.shape == shape[1:]:
+            return x[None], False
+        if x.ndim == len(shape) and x.shape[1:] == shape[1:]:
+            return x, True
     a = np.asarray(x, dtype=dtype)
     if a.ndim == len(shape) - 1:
         a = a[None]
@@ -44,8 +49,33 @@ def collect_inputs(args, names):
 
 def unpack_weights(blob, table):
     # Embedded weights: one base64 blob, sliced into read-only arrays by (offset, dtype, shape).
+    # float16 storage (konverter --weights float16) is widened to float32 once, here.
     raw = base64.b64decode(blob)
-    return [np.frombuffer(raw, dtype, int(np.prod(shape)), offset).reshape(shape) for offset, dtype, shape in table]
+    arrays = []
+    for offset, dtype, shape in table:
+        a = np.frombuffer(raw, dtype, math.prod(shape), offset).reshape(shape)
+        if a.dtype == np.float16:
+            a = a.astype(np.float32)
+            a.flags.writeable = False
+        arrays.append(a)
+    return arrays
+
+
+def one_sample_buffers(widths):
+    # Per-thread work buffers of the one-sample path: for each width n, a float32 vector of n + 1
+    # ending in 1.0 (it multiplies the bias row of an augmented kernel), a view of its first n
+    # entries, and n zeros for ReLU. First of all, the input's entries as a (1, n) row, which takes
+    # one sample of shape (n,) or (1, n) alike.
+    buffers = []
+    for n in widths:
+        full = np.ones(n + 1, dtype=np.float32)
+        buffers += [full, full[:n], np.zeros(n, dtype=np.float32)]
+    return [buffers[0][None, : widths[0]]] + buffers
+
+
+def row_workspaces(rows, widths):
+    # Per-thread workspaces of the batch path of a Dense chain: one (rows, width) float32 array per layer.
+    return [np.empty((rows, n), dtype=np.float32) for n in widths]
 
 
 def compare_outputs(got, want, atol, rtol):

@@ -35,7 +35,9 @@ HOSTILE = FIXTURES / "hostile"
 MODELS = sorted(p for p in HOSTILE.iterdir() if p.suffix in (".h5", ".keras"))
 MARKER_FILE = "KONVERTER_PWNED"  # what every payload in the corpus tries to create
 KONVERTER_SOURCE = Path(konverter.__file__).parent
-NUMBERED = re.compile(r"^(x|t|b|_w)\d+$")  # codegen's own variable names: inputs, temporaries, flags, weights
+# codegen's own numbered names: inputs, temporaries, batch flags, states, weights (and the parts of an
+# augmented kernel), the one-sample buffers h/v/z and the batch workspaces r of a Dense chain.
+NUMBERED = re.compile(r"^((x|t|b|s|h|v|z|r|_w)\d+|_w\d+_(kernel|bias))$")
 
 
 def _konverter_vocabulary() -> set[str]:

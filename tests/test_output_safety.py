@@ -15,7 +15,7 @@ from conftest import FIXTURES, import_file
 
 import konverter
 from konverter import KonverterError
-from konverter.codegen import MARKER
+from konverter.codegen import END_LINE, MARKER
 from konverter.errors import OutputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,6 +150,4 @@ def test_interrupt_mid_folder_run_leaves_no_partial_files(tmp_path):
     assert 0 < len(written) < 200
     for path in written:  # every output present is complete
         compile(path.read_text(encoding="utf-8"), str(path), "exec")
-        assert (
-            path.read_text(encoding="utf-8").rstrip().endswith("unpack_weights(_WEIGHTS, _TABLE)\ndel _WEIGHTS, _TABLE")
-        )
+        assert path.read_text(encoding="utf-8").endswith(END_LINE + "\n")

@@ -173,6 +173,24 @@ def prelu(x, alpha):
     return np.maximum(x, 0.0) + alpha * np.minimum(x, 0.0)
 
 
+# In-place variants, chosen by konverter.optimize only for a fresh array that nothing else reads.
+
+
+def relu_inplace(x):
+    return np.maximum(x, 0.0, out=x)
+
+
+def tanh_inplace(x):
+    return np.tanh(x, out=x)
+
+
+def softmax_inplace(x, axis):
+    x -= np.max(x, axis=axis, keepdims=True)
+    np.exp(x, out=x)
+    x /= np.sum(x, axis=axis, keepdims=True)
+    return x
+
+
 # name -> (function, keyword arguments); "linear" is handled by the caller (no call at all).
 _SIMPLE = {
     "relu": (relu, {}),

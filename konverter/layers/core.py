@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .activations import apply_activation
 from .base import Layer, Tensor, as_int, converter
 
@@ -19,11 +21,55 @@ IDENTITY_AT_INFERENCE = (
 
 
 def dense(x, kernel, bias):
-    return x @ kernel + bias
+    # The product is a fresh array, so the bias is added in place: no second temporary.
+    y = x @ kernel
+    y += bias
+    return y
 
 
 def dense_no_bias(x, kernel):
     return x @ kernel
+
+
+def dense_relu(x, kernel, bias):
+    # Dense followed by ReLU (chosen by konverter.optimize), both in place on the fresh product.
+    y = x @ kernel
+    y += bias
+    return np.maximum(y, 0.0, out=y)
+
+
+def dense_rows(x, kernel, bias, out):
+    # Rows of a batch into a preallocated workspace.
+    np.matmul(x, kernel, out=out)
+    out += bias
+    return out
+
+
+def dense_relu_rows(x, kernel, bias, out):
+    np.matmul(x, kernel, out=out)
+    out += bias
+    return np.maximum(out, 0.0, out=out)
+
+
+def dense_no_bias_rows(x, kernel, out):
+    return np.matmul(x, kernel, out=out)
+
+
+def dense_into(x, kernel, out):
+    # One sample as a 1-D vector, written into a preallocated buffer. When x ends with 1.0 and the
+    # bias is the kernel's last row, this one call is x @ kernel + bias.
+    return np.dot(x, kernel, out=out)
+
+
+def dense_vector(x, kernel):
+    # One sample as a 1-D vector, into a new array (np.dot has less call overhead than @ here).
+    return np.dot(x, kernel)
+
+
+def dense_relu_into(x, kernel, out, zeros):
+    # dense_into, then ReLU in place; comparing with a zero vector is cheaper than with the scalar 0.0.
+    np.dot(x, kernel, out=out)
+    return np.maximum(out, zeros, out=out)
 
 
 @converter("Dense", mask="pass")
