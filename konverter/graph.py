@@ -333,6 +333,10 @@ class Builder:
         if any(isinstance(t, Tensor) and t.shape is None for t in _flat(args)):
             return Tensor(None)  # an earlier layer already failed; its problem is reported
         self.layer_count += 1
+        quantized = _quantized_policy(cfgmod.config_of(entry).get("dtype"))
+        if quantized:
+            self.problems.append(f"layer {_show(name)} ({_show(cls, quote=False)}): quantized weights ({quantized})")
+            return Tensor(None)
         layer = Layer(
             name=name,
             class_name=cls,
@@ -386,6 +390,19 @@ def _apply_mask_policy(layer: Layer, out: Any) -> None:
         for t in out if isinstance(out, list) else [out]:
             if isinstance(t, Tensor) and t.mask is None:
                 t.mask = masks[0]
+
+
+def _quantized_policy(dtype: Any) -> str:
+    """A Keras 3 quantized dtype policy's name ("int8_from_float32", ...), else ""."""
+    if not isinstance(dtype, dict):
+        return ""
+    name = (dtype.get("config") or {}).get("name") if isinstance(dtype.get("config"), dict) else None
+    cls = dtype.get("class_name")
+    if (isinstance(cls, str) and "Quantized" in cls) or (
+        isinstance(name, str) and name.split("_from_")[0] in ("int8", "int4", "float8")
+    ):
+        return _show(str(name or cls), quote=False)
+    return ""
 
 
 def _as_ref(value: Any) -> tuple | None:
