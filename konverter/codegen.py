@@ -147,7 +147,7 @@ def generate(
     views: dict[str, str] = {}  # "_w3_kernel" -> "_w3[:-1]": parts of augmented kernels, named once
     funcs: dict[str, Callable] = {}
     constants: dict[str, Any] = {}
-    for fn in (runtime.as_batch, runtime.collect_inputs, runtime.unpack_weights):
+    for fn in (runtime.as_batch, runtime.collect_inputs, runtime.unpack_weights, runtime.quiet_fp_state):
         _dependencies(fn, funcs, constants)
     if check is not None:
         _dependencies(runtime.compare_outputs, funcs, constants)
@@ -270,6 +270,9 @@ def generate(
         w("")
         w(function_source(funcs[name]))
     w("")
+    w("_FP_SET, _FP_RESET, _FP_QUIET = quiet_fp_state()")
+    w("")
+    w("")
     if one_sample:
         lines.extend(one_sample)
         w("")
@@ -297,8 +300,8 @@ def generate(
         w("    if len(x0) == 1:")
         w(f"        y = predict(x0)  # x0 is a float32 array of shape {literal((1, chain.width))} now: the path above")
         w("        return y if batched else y[0]")
-        w('    with np.errstate(all="ignore"):')
-        w("        return _predict_rows(x0)")
+        for line in quietly(["return _predict_rows(x0)"], "    "):
+            w(line)
     elif n_in == 1:
         w("    x0, batched = as_batch(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
     else:
@@ -317,10 +320,8 @@ def generate(
         targets = ", ".join(f"s{i}" for i in range(n_states))
         w(f"    ({targets},) = state" if n_states == 1 else f"    {targets} = state")
     # Like Keras: inf and NaN flow through silently (BLAS may raise FP flags even for exact results).
-    if body:
-        w('    with np.errstate(all="ignore"):')
-    for line in body:
-        w("        " + line)
+    for line in quietly(body, "    "):
+        w(line)
     results = [names[id(t)] for t in program.outputs] if chain is None else []
     finals = "[" + ", ".join(names[id(final)] for _, final in program.states) + "]"
     tail = f", {finals}" if n_states else ""
@@ -515,6 +516,17 @@ def _docstring(program: Program, source_name: str, keras_version: str, check: Se
     return body.replace("\\", "\\\\").replace('"', '\\"') + "\n"
 
 
+def quietly(body: list, indent: str) -> list:
+    """`body` with NumPy's floating-point warnings off (runtime.quiet_fp_state), restored on the way out."""
+    if not body:
+        return []
+    return (
+        [f"{indent}fp = _FP_SET(_FP_QUIET)", f"{indent}try:"]
+        + [f"{indent}    {line}" for line in body]
+        + [f"{indent}finally:", f"{indent}    _FP_RESET(fp)"]
+    )
+
+
 def _one_sample_body(chain: DenseChain, weight_name: Callable, funcs: dict, constants: dict) -> list:
     """The body of predict for one float32 sample of a Dense chain: 1-D vectors in per-thread buffers."""
     for fn in (runtime.one_sample_buffers, core.dense_into, core.dense_relu_into, core.dense_vector):
@@ -557,9 +569,7 @@ def _one_sample_body(chain: DenseChain, weight_name: Callable, funcs: dict, cons
         "    except AttributeError:",
         f"        _THREAD.buffers = one_sample_buffers({literal(tuple(chain.widths))})",
         f"        {unpack} = _THREAD.buffers",
-        '    with np.errstate(all="ignore"):  # like Keras: inf and NaN propagate silently',
-        "        x_row[...] = x  # h0 = [x, 1.0]",
-        *("    " + line for line in body),
+        *quietly(["x_row[...] = x  # h0 = [x, 1.0]"] + [line[4:] for line in body], "    "),
     ]
 
 

@@ -79,3 +79,32 @@ def test_softmax_is_per_sample_not_per_batch(tmp_path):
     assert y.shape == (11, 4)
     np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(module.predict(x[3]), y[3], rtol=1e-6)
+
+
+@pytest.mark.parametrize("path", [FIXTURES / "core" / "phone__k2h5.h5", SEQ3D], ids=["dense-chain", "general"])
+def test_predict_silences_fp_warnings_and_restores_the_callers_state(tmp_path, path):
+    import warnings
+
+    module = convert_and_import(path, tmp_path)
+    shape = tuple(d for d in module.INPUT_SHAPE[1:])
+    x = np.full(shape, np.inf, dtype=np.float32)
+    x.flat[0] = -np.inf
+    with np.errstate(all="raise"):
+        before = np.geterr()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            module.predict(x)  # inf - inf inside: no FloatingPointError, no RuntimeWarning
+            module.predict(np.stack([x, x]))
+        assert np.geterr() == before  # the caller's own setting is back
+
+
+def test_fp_state_fallback_is_the_public_errstate():
+    from konverter import runtime
+
+    with np.errstate(all="warn"):
+        state = runtime.errstate_enter(None)
+        try:
+            assert set(np.geterr().values()) == {"ignore"}
+        finally:
+            runtime.errstate_exit(state)
+        assert np.geterr()["invalid"] == "warn"
