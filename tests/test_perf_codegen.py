@@ -343,3 +343,31 @@ def test_generated_text_is_deterministic():
 
     assert generate_source(PHONE)[0] == generate_source(PHONE)[0]
     assert generate_source(PHONE, {"weights": "float16"})[0] == generate_source(PHONE, {"weights": "float16"})[0]
+
+
+def test_inline_copies_straight_numpy_bodies_and_refuses_the_rest():
+    from konverter.codegen import inline
+    from konverter.layers import activations, core
+
+    lines = inline(core.dense_relu_into, ["h0", "_w0", "v1", "z1"], {}, None)
+    assert lines == ["np.dot(h0, _w0, out=v1)", "np.maximum(v1, z1, out=v1)"]
+    assert inline(core.dense_vector, ["h3", "_w3"], {}, "y") == ["y = np.dot(h3, _w3)"]
+    assert inline(activations.softmax_inplace, ["y"], {"axis": -1}, "y") == [
+        "y -= np.max(y, axis=-1, keepdims=True)",
+        "np.exp(y, out=y)",
+        "y /= np.sum(y, axis=-1, keepdims=True)",
+    ]
+    assert inline(activations.sigmoid, ["y"], {}, "y") is None  # a local name: called, not inlined
+    assert inline(core.dense_into, ["h0"], {}, None) is None  # wrong arity
+
+
+def test_inlined_one_sample_path_matches_the_batch_path(tmp_path):
+    from conftest import FIXTURES, convert_and_import
+
+    path = FIXTURES / "core" / "name_order__k3keras.keras"  # tanh, relu, BatchNormalization: a Dense chain
+    module = convert_and_import(path, tmp_path)
+    assert "inlined" in open(module.__file__).read()
+    x = np.random.RandomState(3).normal(size=(6, 6)).astype(np.float32)
+    batch = module.predict(x)
+    for i in range(len(x)):
+        np.testing.assert_allclose(module.predict(x[i]), batch[i], rtol=1e-6, atol=1e-7)
