@@ -351,14 +351,7 @@ def generate(
     else:
         w("# float32 arrays in one base64 blob; decoded once at import into read-only arrays.")
     if weights:
-        w("_WEIGHTS = (")
-        for start in range(0, len(blob), BLOB_LINE):
-            w(f'    "{blob[start : start + BLOB_LINE]}"')
-        w(")")
-        w("_TABLE = (")
-        for offset, dtype, shape in table:
-            w(f"    ({offset}, {literal(dtype)}, {literal(shape)}),")
-        w(")")
+        _write_blob(w, "_WEIGHTS", "_TABLE", blob, table)
         targets = ", ".join(f"_w{i}" for i in range(len(weights)))
         w(f"({targets},) = unpack_weights(_WEIGHTS, _TABLE)")
         w("del _WEIGHTS, _TABLE")
@@ -438,18 +431,23 @@ def _stateful_wrapper(w: Callable, params: str) -> None:
     w("")
 
 
+def _write_blob(w: Callable[[str], None], name: str, table_name: str, blob: str, table: list) -> None:
+    """A base64 blob as a parenthesized string over many lines, then its (offset, dtype, shape) table."""
+    w(f"{name} = (")
+    for start in range(0, len(blob), BLOB_LINE):
+        w(f'    "{blob[start : start + BLOB_LINE]}"')
+    w(")")
+    w(f"{table_name} = (")
+    for offset, dtype, shape in table:
+        w(f"    ({offset}, {literal(dtype)}, {literal(shape)}),")
+    w(")")
+
+
 def _check_data(w: Callable[[str], None], check: SelfCheck) -> None:
     blob, table = _pack(list(check.inputs) + list(check.outputs))
     w("")
     w("# ----------------------------------------------------------------------------- self-check data")
-    w("_CHECK = (")
-    for start in range(0, len(blob), BLOB_LINE):
-        w(f'    "{blob[start : start + BLOB_LINE]}"')
-    w(")")
-    w("_CHECK_TABLE = (")
-    for offset, dtype, shape in table:
-        w(f"    ({offset}, {literal(dtype)}, {literal(shape)}),")
-    w(")")
+    _write_blob(w, "_CHECK", "_CHECK_TABLE", blob, table)
     n_in = len(check.inputs)
     w("_CHECK_ARRAYS = unpack_weights(_CHECK, _CHECK_TABLE)")
     w(f"_CHECK_X, _CHECK_Y = _CHECK_ARRAYS[:{n_in}], _CHECK_ARRAYS[{n_in}:]")
