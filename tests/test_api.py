@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -286,9 +287,18 @@ except SystemExit as done:
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
 print(loaded)
 """
+    # Decoy packages first on the path: importing any of them (even inside a try) leaves a mark.
+    decoys = tmp_path / "decoys"
+    for name in ("tensorflow", "keras", "tf_keras"):
+        (decoys / name).mkdir(parents=True)
+        (decoys / name / "__init__.py").write_text(
+            f"open({str(tmp_path / ('imported-' + name))!r}, 'w').close()\nraise ImportError('decoy')\n"
+        )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(decoys), str(ROOT)]))
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+    assert not list(tmp_path.glob("imported-*")), "conversion tried to import TensorFlow/Keras"
     assert (tmp_path / "a.py").exists() and (tmp_path / "b.py").exists()
