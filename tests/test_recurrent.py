@@ -199,23 +199,31 @@ def test_sigmoid_gru_mask_state_and_large_inputs(go_backwards):
         assert_close(got[b], want, f"GRU with huge inputs, sample {b}")
 
 
-def test_lstm_against_equations_with_mask():
+@pytest.mark.parametrize("recurrent_activation", ["sigmoid", "hard_sigmoid"])
+@pytest.mark.parametrize("batch", [2, 1])
+def test_lstm_against_equations_with_mask(recurrent_activation, batch):
+    """Both LSTM loops (exp-based sigmoid on [x, h, 1] rows; the generic one) against the equations."""
     rng = np.random.RandomState(2)
     units, features = 4, 3
     weights = _weights(rng, features, units, 4, (4 * units,))
-    config = {"units": units, "return_sequences": True}
-    spec = recurrent.RNNSpec(_layer("LSTM", config, weights), "LSTM", config, weights, features)
-    x = rng.normal(size=(2, 6, features)).astype(np.float32)
-    mask = np.array([[1, 1, 0, 1, 0, 0], [0, 1, 1, 1, 1, 1]], bool)
-    args = (spec.kernel, spec.bias, spec.recurrent_kernel, np.tanh, spec.gate)
-    seq, h, c = recurrent.lstm_sequence(x, None, None, mask, *args, (False, True, False))
-    # The fused path (activation None: one tanh for all four blocks) computes the same.
-    fused = recurrent.lstm_sequence(x, None, None, mask, *args[:3], None, spec.gate, (False, True, False))
-    for a, b in zip(fused, (seq, h, c)):
-        assert_close(a, b, "fused LSTM")
-    for b in range(2):
+    config = {"units": units, "return_sequences": True, "recurrent_activation": recurrent_activation}
+    spec = recurrent.RNNSpec(_layer("LSTM", config, weights, keras_major=2), "LSTM", config, weights, features)
+    rec_act = _sigmoid if recurrent_activation == "sigmoid" else _hard_sigmoid_k2
+    assert spec.sigmoid_lstm == (recurrent_activation == "sigmoid")
+    x = rng.normal(size=(2, 6, features)).astype(np.float32)[:batch]
+    mask = np.array([[1, 1, 0, 1, 0, 0], [0, 1, 1, 1, 1, 1]], bool)[:batch]
+
+    def run(mask, zero_masked=False):
+        options = (False, True, zero_masked)
+        if spec.sigmoid_lstm:
+            return recurrent.lstm_sigmoid_sequence(x, None, None, mask, spec.step_kernel, options)
+        args = (spec.kernel, spec.bias, spec.recurrent_kernel, np.tanh, spec.gate)
+        return recurrent.lstm_sequence(x, None, None, mask, *args, options)
+
+    seq, h, c = run(mask)
+    for b in range(batch):
         kept = x[b][mask[b]].astype(np.float64)
-        want, want_h, want_c = reference_lstm(kept, *weights)
+        want, want_h, want_c = reference_lstm(kept, *weights, rec_act=rec_act)
         # Masked steps repeat the previous output (zeros before the first real step).
         expected, last, k = [], np.zeros(units), 0
         for t in range(6):
@@ -225,8 +233,14 @@ def test_lstm_against_equations_with_mask():
         assert_close(seq[b], np.array(expected), f"LSTM sample {b}")
         assert_close(h[b], want_h, "LSTM h")
         assert_close(c[b], want_c, "LSTM c")
-    zeroed, _, _ = recurrent.lstm_sequence(x, None, None, mask, *args, (False, True, True))
+    zeroed, _, _ = run(mask, zero_masked=True)
     assert np.all(zeroed[~mask] == 0.0) and np.array_equal(zeroed[mask], seq[mask])
+    # Without a mask (a batch of one then runs on 1-D vectors).
+    seq, h, c = run(None)
+    for b in range(batch):
+        want, want_h, want_c = reference_lstm(x[b].astype(np.float64), *weights, rec_act=rec_act)
+        assert_close(seq[b], want, f"LSTM unmasked sample {b}")
+        assert_close(c[b], want_c, "LSTM unmasked c")
 
 
 def test_cudnn_layout_round_trip():
@@ -365,7 +379,7 @@ def test_generated_recurrent_file_is_deterministic_and_numpy_only(tmp_path):
     imports = {line.split()[1] for line in first.splitlines() if line.startswith(("import ", "from "))}
     assert imports == {"base64", "math", "numpy"}
     # Activations passed to the loops are copied in as plain functions, never referenced by module.
-    assert "gru_sigmoid_sequence(" in first and "def gate_sigmoid_halved(" in first and "activations." not in first
+    assert "gru_sigmoid_sequence(" in first and "lstm_sigmoid_sequence(" in first and "activations." not in first
 
 
 def test_bad_recurrent_weights_are_bad_files():
