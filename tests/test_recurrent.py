@@ -243,6 +243,34 @@ def test_lstm_against_equations_with_mask(recurrent_activation, batch):
         assert_close(c[b], want_c, "LSTM unmasked c")
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
+@pytest.mark.parametrize("batch", [3, 1])
+@pytest.mark.parametrize("masked", [False, True])
+def test_simple_rnn_against_equations(activation, batch, masked):
+    """SimpleRNN on [x, h, 1] rows: in-place (tanh, relu) and copied-back (elu) activations, masks."""
+    rng = np.random.RandomState(6)
+    units, features = 4, 3
+    weights = _weights(rng, features, units, 1, (units,))
+    config = {"units": units, "activation": activation, "return_sequences": True, "go_backwards": True}
+    spec = recurrent.RNNSpec(_layer("SimpleRNN", config, weights), "SimpleRNN", config, weights, features)
+    in_place = recurrent.IN_PLACE_ACTIVATIONS.get(spec.activation)
+    assert (in_place is None) == (activation == "elu")
+    x = rng.normal(size=(batch, 5, features)).astype(np.float32)
+    mask = rng.rand(batch, 5) > 0.4 if masked else None
+    options = (True, True, False, in_place is not None)
+    seq, h = recurrent.simple_rnn_sequence(x, None, mask, spec.step_kernel, in_place or spec.activation, options)
+    act = {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0.0), "elu": lambda v: np.where(v > 0, v, np.expm1(v))}
+    kernel, recurrent_kernel, bias = (w.astype(np.float64) for w in weights)
+    for b in range(batch):
+        state, want = np.zeros(units), []
+        for t in range(4, -1, -1):
+            if mask is None or mask[b, t]:
+                state = act[activation](x[b, t] @ kernel + state @ recurrent_kernel + bias)
+            want.append(state)
+        assert_close(seq[b], np.array(want), f"SimpleRNN sample {b}")
+        assert_close(h[b], state, f"SimpleRNN state {b}")
+
+
 def test_cudnn_layout_round_trip():
     """_from_cudnn undoes the cuDNN layout that tf-keras writes (the fixture script writes it the same way)."""
     rng = np.random.RandomState(3)

@@ -105,18 +105,33 @@ def rnn_outputs(outs, mask, return_sequences, zero_masked):
     return seq
 
 
-def simple_rnn_sequence(x, state, mask, kernel, bias, recurrent_kernel, activation, options):
-    # options = (go_backwards, return_sequences, zero_masked). h = act(x W + b + h U).
-    go_backwards, return_sequences, zero_masked = options
-    xw = project_steps(x, kernel, bias, go_backwards)
-    h = start_state(state, x.shape[0], recurrent_kernel.shape[0])
+def simple_rnn_sequence(x, state, mask, step_kernel, activation, options):
+    # options = (go_backwards, return_sequences, zero_masked, in_place). h = act([x, h, 1] [W; U; b]):
+    # row t of `rows` is [x_t, h_t, 1.0] and each step's product lands in the next row's state, so
+    # a step is 2 NumPy calls with an in-place activation (in_place), else the result is copied back.
+    go_backwards, return_sequences, zero_masked, in_place = options
+    batch, steps, features = x.shape
+    units = step_kernel.shape[1]
+    lead = () if batch == 1 and mask is None else (batch,)
+    rows = np.empty((steps + 1,) + lead + (features + units + 1,), dtype=np.float32)
+    xs = x[:, ::-1] if go_backwards else x
+    rows[:steps, ..., :features] = xs[0] if not lead else xs.swapaxes(0, 1)
+    rows[..., -1] = 1.0
+    states = rows[..., features:-1]
+    states[0] = 0.0 if state is None else np.reshape(state, lead + (units,))
+    product = np.matmul if lead else np.dot  # np.dot is the faster 1-D product but needs contiguous out
     m = steps_mask(mask, go_backwards) if mask is not None else None
-    outs = []
-    for t, xw_t in enumerate(xw):
-        h_new = activation(xw_t + np.dot(h, recurrent_kernel))
-        h = h_new if m is None else np.where(m[t], h_new, h)
-        outs.append(h)
-    return rnn_outputs(outs, m, return_sequences, zero_masked), h
+    for t in range(steps):
+        h = states[t + 1]
+        product(rows[t], step_kernel, out=h)
+        if in_place:
+            activation(h)
+        else:
+            h[...] = activation(h)
+        if m is not None:  # masked samples carry the state forward
+            np.copyto(h, states[t], where=~m[t])
+    outs = states[1:].reshape(steps, batch, units)
+    return rnn_outputs(outs, m, return_sequences, zero_masked), outs[-1].copy()
 
 
 def gru_sequence(x, state, mask, kernel, bias, recurrent_kernel, recurrent_bias, activation, gate, options):
@@ -341,6 +356,7 @@ RNN_CLASSES = (
 )
 CELLS = ("SimpleRNNCell", "GRUCell", "LSTMCell")
 GATE_COUNT = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}
+IN_PLACE_ACTIVATIONS = {activations.tanh: gate_tanh, activations.relu: gate_relu, linear_activation: gate_linear}
 MERGES = {"concat": merge_concat, "sum": merge_sum, "mul": merge_mul, "ave": merge_ave}
 
 
@@ -494,6 +510,8 @@ class RNNSpec:
                 recurrent_bias = rb[2 * u :]
         if self.kind == "SimpleRNN":
             self.gate = None
+            b = np.zeros((1, u)) if bias is None else bias[None]
+            self.step_kernel = np.vstack([kernel, recurrent_kernel, b]).astype(np.float32)
         else:
             self.gate, scale, offset = _gate(self.layer, recurrent)
             gate_cols = slice(0, 2 * u) if self.kind == "GRU" else slice(0, 3 * u)
@@ -554,7 +572,10 @@ class RNNSpec:
         options = (self.go_backwards, self.return_sequences, zero)
         inputs = [x] + [states[i] if i < len(states) else None for i in range(self.state_count)] + [mask]
         if self.kind == "SimpleRNN":
-            fn, weights = simple_rnn_sequence, [self.kernel, self.bias, self.recurrent_kernel, self.activation]
+            in_place = IN_PLACE_ACTIVATIONS.get(self.activation)
+            activation = in_place or self.activation
+            fn, weights = simple_rnn_sequence, [self.step_kernel, activation]
+            options = options + (in_place is not None,)
         elif self.sigmoid_gru:
             fn, weights = gru_sigmoid_sequence, [self.step_kernel, self.input_h_kernel, self.input_h_bias]
         elif self.kind == "GRU" and self.reset_after:
