@@ -94,12 +94,13 @@ def start_state(state, batch, units):
 
 
 def rnn_outputs(outs, mask, return_sequences, zero_masked):
-    # Stack per-step outputs back to (batch, time, units), or take the last processed step.
+    # Stack per-step outputs (a list, or a (time, batch, units) array) back to (batch, time, units),
+    # or take the last processed step.
     if not return_sequences:
         if zero_masked and mask is not None:
             return np.where(mask[-1], outs[-1], 0.0)
         return outs[-1].copy()  # outs[-1] is also the final state: keep the two outputs independent
-    seq = np.stack(outs, axis=1)
+    seq = np.stack(outs, axis=1) if isinstance(outs, list) else outs.swapaxes(0, 1).copy()
     if zero_masked and mask is not None:
         seq = np.where(np.swapaxes(mask, 0, 1), seq, 0.0)
     return seq
