@@ -147,9 +147,15 @@ def test_gru_against_equations(reset_after, recurrent_activation, go_backwards):
         options = (go_backwards, True, False)
         if spec.sigmoid_gru:
             args = (spec.step_kernel, spec.input_h_kernel, spec.input_h_bias)
-            seq, h = recurrent.gru_sigmoid_sequence(x, None, None, *args, options)
+            fn = recurrent.gru_sigmoid_sequence
+            if not reset_after:
+                args, fn = (
+                    (spec.step_kernel, spec.recurrent_h_kernel) + args[1:],
+                    recurrent.gru_sigmoid_reset_before_sequence,
+                )
+            seq, h = fn(x, None, None, *args, options)
             # A batch of one runs on 1-D vectors: the same numbers.
-            one, one_h = recurrent.gru_sigmoid_sequence(x[1:2], None, None, *args, options)
+            one, one_h = fn(x[1:2], None, None, *args, options)
             assert one.shape == (1, steps, units) and one_h.shape == (1, units)
             assert_close(one[0], seq[1], "GRU batch of one")
             assert_close(one_h[0], h[1], "GRU batch of one, state")
@@ -166,35 +172,40 @@ def test_gru_against_equations(reset_after, recurrent_activation, go_backwards):
             assert_close(h[b], want_h, f"GRU state {b}")
 
 
+@pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_sigmoid_gru_mask_state_and_large_inputs(go_backwards):
+def test_sigmoid_gru_mask_state_and_large_inputs(go_backwards, reset_after):
     """The exp-based GRU loop: masked steps carry the state, an initial state is used, and huge
     pre-activations (exp overflowing to inf) give the sigmoid's exact limits, not NaN."""
     rng = np.random.RandomState(4)
     units, features = 3, 2
-    weights = _weights(rng, features, units, 3, (2, 3 * units))
-    config = {"units": units, "return_sequences": True, "go_backwards": go_backwards}
+    weights = _weights(rng, features, units, 3, (2, 3 * units) if reset_after else (3 * units,))
+    config = {"units": units, "return_sequences": True, "go_backwards": go_backwards, "reset_after": reset_after}
     spec = recurrent.RNNSpec(_layer("GRU", config, weights), "GRU", config, weights, features)
     assert spec.sigmoid_gru
-    args = (spec.step_kernel, spec.input_h_kernel, spec.input_h_bias, (go_backwards, True, False))
+    gru = recurrent.gru_sigmoid_sequence if reset_after else recurrent.gru_sigmoid_reset_before_sequence
+    kernels = (spec.step_kernel,) if reset_after else (spec.step_kernel, spec.recurrent_h_kernel)
+    args = kernels + (spec.input_h_kernel, spec.input_h_bias, (go_backwards, True, False))
     x = rng.normal(size=(2, 5, features)).astype(np.float32)
     mask = np.array([[1, 0, 1, 1, 0], [0, 1, 1, 0, 1]], bool)
-    seq, h = recurrent.gru_sigmoid_sequence(x, None, mask, *args)
+    seq, h = gru(x, None, mask, *args)
     for b in range(2):
-        want, want_h = reference_gru(x[b].astype(np.float64), *weights, True, mask=mask[b], go_backwards=go_backwards)
+        want, want_h = reference_gru(
+            x[b].astype(np.float64), *weights, reset_after, mask=mask[b], go_backwards=go_backwards
+        )
         assert_close(seq[b], want, f"masked GRU sample {b}")
         assert_close(h[b], want_h, f"masked GRU state {b}")
     # An initial state: running 2 + 3 steps equals running 5 steps at once.
-    _, h2 = recurrent.gru_sigmoid_sequence(x[:, :2], None, None, *args[:3], (False, True, False))
-    whole, _ = recurrent.gru_sigmoid_sequence(x, None, None, *args[:3], (False, True, False))
-    rest, _ = recurrent.gru_sigmoid_sequence(x[:, 2:], h2, None, *args[:3], (False, True, False))
+    _, h2 = gru(x[:, :2], None, None, *args[:-1], (False, True, False))
+    whole, _ = gru(x, None, None, *args[:-1], (False, True, False))
+    rest, _ = gru(x[:, 2:], h2, None, *args[:-1], (False, True, False))
     assert_close(rest, whole[:, 2:], "GRU continued from a state")
     big = (x * 1e4).astype(np.float32)
     with np.errstate(all="ignore"):  # as in the generated predict()
-        got, _ = recurrent.gru_sigmoid_sequence(big, None, None, *args)
+        got, _ = gru(big, None, None, *args)
     for b in range(2):
         with np.errstate(over="ignore"):
-            want, _ = reference_gru(big[b].astype(np.float64), *weights, True, go_backwards=go_backwards)
+            want, _ = reference_gru(big[b].astype(np.float64), *weights, reset_after, go_backwards=go_backwards)
         assert np.all(np.isfinite(got[b]))
         assert_close(got[b], want, f"GRU with huge inputs, sample {b}")
 

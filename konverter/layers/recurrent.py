@@ -233,6 +233,49 @@ def gru_reset_before_sequence(x, state, mask, kernel, bias, recurrent_kernel, ac
     return rnn_outputs(outs, m, return_sequences, zero_masked), h
 
 
+def gru_sigmoid_reset_before_sequence(
+    x, state, mask, gates_kernel, recurrent_h_kernel, input_h_kernel, input_h_bias, options
+):
+    # GRU, reset_after=False, sigmoid gates, tanh candidate: hh = tanh(x W_h + b_h + (r*h) U_h), 10 calls
+    # per step. Row t of `rows` is [x_t, h_t, 1.0] and gates_kernel = [[-W_zr], [-U_zr], [-b_zr]], so one
+    # product gives e = -(z, r pre-activations). (Both kernels contiguous: np.dot copies strided views.)
+    go_backwards, return_sequences, zero_masked = options
+    batch, steps, features = x.shape
+    units = input_h_kernel.shape[1]
+    lead = () if batch == 1 and mask is None else (batch,)
+    rows = np.empty((steps + 1,) + lead + (features + units + 1,), dtype=np.float32)
+    xs = x[:, ::-1] if go_backwards else x
+    rows[:steps, ..., :features] = xs[0] if not lead else xs.swapaxes(0, 1)
+    rows[..., -1] = 1.0
+    states = rows[..., features:-1]
+    states[0] = 0.0 if state is None else np.reshape(state, lead + (units,))
+    xh = np.dot(rows[:steps, ..., :features].reshape(-1, features), input_h_kernel)
+    xh += input_h_bias
+    xh = xh.reshape((steps,) + lead + (units,))
+    e = np.empty(lead + (2 * units,), dtype=np.float32)
+    e_z, e_r = e[..., :units], e[..., units:]
+    ones = np.ones(2 * units, dtype=np.float32)
+    c = np.empty(lead + (units,), dtype=np.float32)
+    d = np.empty(lead + (units,), dtype=np.float32)
+    m = steps_mask(mask, go_backwards) if mask is not None else None
+    for t in range(steps):
+        h = states[t]
+        np.dot(rows[t], gates_kernel, out=e)
+        np.exp(e, out=e)
+        np.add(e, ones, out=e)
+        np.divide(h, e_r, out=d)  # r*h
+        np.dot(d, recurrent_h_kernel, out=c)
+        c += xh[t]
+        np.tanh(c, out=c)
+        np.subtract(h, c, out=d)  # h_new = c + z*(h - c)
+        np.divide(d, e_z, out=d)
+        np.add(c, d, out=states[t + 1])
+        if m is not None:  # masked samples carry the state forward
+            np.copyto(states[t + 1], h, where=~m[t])
+    outs = states[1:].reshape(steps, batch, units)
+    return rnn_outputs(outs, m, return_sequences, zero_masked), outs[-1].copy()
+
+
 def lstm_sequence(x, state, cell, mask, kernel, bias, recurrent_kernel, activation, gate, options):
     # LSTM with columns reordered at conversion to i, f, o, c (the three gates share one call):
     # c = f*c + i*act(x W_c + h U_c + b_c), h = o*act(c). (tanh with sigmoid gates: lstm_sigmoid_sequence.)
@@ -487,7 +530,6 @@ class RNNSpec:
         self.sigmoid_gru = self.sigmoid_lstm = False
         self.sigmoid_gru = (
             self.kind == "GRU"
-            and self.reset_after
             and self.activation is activations.tanh
             and activations.activation_name(recurrent, self.layer) == "sigmoid"
         )
@@ -535,9 +577,17 @@ class RNNSpec:
             self.recurrent_bias = rb.astype(np.float32)
 
     def _prepare_sigmoid_gru(self, kernel, recurrent_kernel, bias) -> None:
-        """Weights for gru_sigmoid_sequence: one (features + units + 1, 3 units) step kernel (negation is exact)."""
+        """Weights for the sigmoid GRU loops: one (features + units + 1, 3 units) step kernel (negation is exact).
+
+        reset_after=False: one bias, all on the input side; the step kernel has the z and r columns only
+        and U_h, which multiplies r*h, is a kernel of its own."""
         u, features = self.units, kernel.shape[0]
-        bias = np.zeros((2, 3 * u)) if bias is None else bias.astype(np.float64)
+        if bias is None:
+            bias = np.zeros((2, 3 * u))
+        elif not self.reset_after:  # one bias, all on the input side; U_h multiplies r*h
+            bias = np.vstack([bias.astype(np.float64), np.zeros(3 * u)])
+        else:
+            bias = bias.astype(np.float64)
         step = np.zeros((features + u + 1, 3 * u))
         step[:features, : 2 * u] = -kernel[:, : 2 * u]
         step[features:-1, : 2 * u] = -recurrent_kernel[:, : 2 * u]
@@ -545,7 +595,11 @@ class RNNSpec:
         step[-1, : 2 * u] = -(bias[0, : 2 * u] + bias[1, : 2 * u])
         step[-1, 2 * u :] = bias[1, 2 * u :]
         self.gate = gate_sigmoid_halved  # not used by the loop; names the gate for callers that ask
-        self.step_kernel = step.astype(np.float32)
+        if self.reset_after:
+            self.step_kernel = step.astype(np.float32)
+        else:
+            self.step_kernel = np.ascontiguousarray(step[:, : 2 * u], dtype=np.float32)
+            self.recurrent_h_kernel = np.ascontiguousarray(recurrent_kernel[:, 2 * u :], dtype=np.float32)
         self.input_h_kernel = np.ascontiguousarray(kernel[:, 2 * u :], dtype=np.float32)
         self.input_h_bias = bias[0, 2 * u :].astype(np.float32)
 
@@ -579,6 +633,11 @@ class RNNSpec:
             options = options + (in_place is not None,)
         elif self.sigmoid_gru:
             fn, weights = gru_sigmoid_sequence, [self.step_kernel, self.input_h_kernel, self.input_h_bias]
+            if not self.reset_after:
+                fn, weights = (
+                    gru_sigmoid_reset_before_sequence,
+                    [self.step_kernel, self.recurrent_h_kernel] + weights[1:],
+                )
         elif self.kind == "GRU" and self.reset_after:
             fn = gru_sequence
             weights = [self.kernel, self.bias, self.recurrent_kernel, self.recurrent_bias, self.activation, self.gate]
