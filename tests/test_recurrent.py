@@ -282,6 +282,45 @@ def test_simple_rnn_against_equations(activation, batch, masked):
         assert_close(h[b], state, f"SimpleRNN state {b}")
 
 
+@pytest.mark.parametrize("kind", ["GRU", "GRU_before", "LSTM", "SimpleRNN"])
+def test_large_batches_run_in_chunks(kind):
+    """Batches above RNN_CHUNK_ROWS go through the loops in chunks: same results, masks and states too."""
+    rng = np.random.RandomState(7)
+    units, features, batch = 3, 2, recurrent.RNN_CHUNK_ROWS * 2 + 5
+    cls = kind.split("_")[0]
+    gates = recurrent.GATE_COUNT[cls]
+    bias_shape = (2, gates * units) if kind == "GRU" else (gates * units,)
+    weights = _weights(rng, features, units, gates, bias_shape)
+    config = {"units": units, "return_sequences": True, "reset_after": kind == "GRU"}
+    spec = recurrent.RNNSpec(_layer(cls, config, weights), cls, config, weights, features)
+    options = (False, True, True)
+    if kind == "GRU":
+        fn, rest, n_states = recurrent.gru_sigmoid_sequence, (spec.step_kernel, spec.input_h_kernel), 1
+        rest += (spec.input_h_bias, options)
+    elif kind == "GRU_before":
+        fn, rest, n_states = recurrent.gru_sigmoid_reset_before_sequence, (spec.step_kernel,), 1
+        rest += (spec.recurrent_h_kernel, spec.input_h_kernel, spec.input_h_bias, options)
+    elif kind == "LSTM":
+        fn, rest, n_states = recurrent.lstm_sigmoid_sequence, (spec.step_kernel, options), 2
+    else:
+        fn, rest, n_states = (
+            recurrent.simple_rnn_sequence,
+            (spec.step_kernel, recurrent.gate_tanh, options + (True,)),
+            1,
+        )
+    x = rng.normal(size=(batch, 4, features)).astype(np.float32)
+    states = [rng.normal(size=(batch, units)).astype(np.float32) for _ in range(n_states)]
+    mask = rng.rand(batch, 4) > 0.3
+    whole = fn(x, *states, mask, *rest)
+    parts = [
+        fn(x[i : i + 100], *[s[i : i + 100] for s in states], mask[i : i + 100], *rest) for i in range(0, batch, 100)
+    ]
+    assert len(whole) == n_states + 1
+    for got, want in zip(whole, zip(*parts)):
+        assert got.shape[0] == batch
+        assert_close(got, np.concatenate(want), f"{kind} in chunks")
+
+
 def test_cudnn_layout_round_trip():
     """_from_cudnn undoes the cuDNN layout that tf-keras writes (the fixture script writes it the same way)."""
     rng = np.random.RandomState(3)
