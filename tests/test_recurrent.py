@@ -3,6 +3,9 @@ steps, the weight preparation against textbook formulas, masks, and clean refusa
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from conftest import FIXTURES, assert_close, convert_and_import
@@ -319,6 +322,35 @@ def test_large_batches_run_in_chunks(kind):
     for got, want in zip(whole, zip(*parts)):
         assert got.shape[0] == batch
         assert_close(got, np.concatenate(want), f"{kind} in chunks")
+
+
+@pytest.mark.parametrize("name", ["benchmark_gru__k2h5.h5", "bidirectional_masked__k3keras.keras"])
+def test_recurrent_threads_equal_sequential(name, tmp_path):
+    """The row loops allocate their buffers per call: concurrent predictions equal sequential ones."""
+    module = convert_and_import(FIXTURES / "recurrent" / name, tmp_path)
+    with np.load((FIXTURES / "recurrent" / name).with_suffix(".npz")) as ref:
+        x = ref["x0"]
+    data = x[np.random.default_rng(0).integers(len(x), size=24)]
+    data[::3] *= 2.0  # vary the samples (a masked value stays masked: 0 * 2 = 0)
+    large = np.concatenate([data] * 12)  # more than one chunk of the row loops
+    calls = [lambda i: module.predict(data[i]), lambda i: module.predict(data[i : i + 1])]
+    calls += [lambda i: module.predict(data[i : i + 4])]
+    expected = [[call(i) for i in range(len(data))] for call in calls]
+    expected_large = module.predict(large)
+    start = threading.Barrier(4)
+
+    def worker(seed: int) -> bool:
+        start.wait()
+        same = True
+        for i in np.random.default_rng(seed).permutation(len(data)):
+            for k, call in enumerate(calls):
+                same &= np.array_equal(call(int(i)), expected[k][int(i)])
+            if i % 6 == 0:
+                same &= np.array_equal(module.predict(large), expected_large)
+        return same
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(worker, range(4)))
 
 
 def test_cudnn_layout_round_trip():
