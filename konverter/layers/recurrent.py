@@ -111,6 +111,19 @@ def rnn_outputs(outs, mask, return_sequences, zero_masked):
     return seq
 
 
+def step_rows(x, state, units, go_backwards, lead):
+    # The work array of the row loops: row t is [x_t, h_t, 1.0] in processing order, shape
+    # (time + 1, *lead, features + units + 1); returns it and its h view, h_0 = state (or zeros).
+    steps, features = x.shape[1], x.shape[2]
+    rows = np.empty((steps + 1,) + lead + (features + units + 1,), dtype=np.float32)
+    xs = x[:, ::-1] if go_backwards else x
+    rows[:steps, ..., :features] = xs.swapaxes(0, 1) if lead else xs[0]
+    rows[..., -1] = 1.0
+    states = rows[..., features:-1]
+    states[0] = 0.0 if state is None else np.reshape(state, lead + (units,))
+    return rows, states
+
+
 def rnn_chunked(fn, batch_args, rest):
     # Large batches in chunks of RNN_CHUNK_ROWS samples: each chunk's rows stay in cache (10,000
     # samples of the benchmark GRU: 95 ms at once, 59 ms in chunks). batch_args have the batch first.
@@ -132,12 +145,7 @@ def simple_rnn_sequence(x, state, mask, step_kernel, activation, options):
     batch, steps, features = x.shape
     units = step_kernel.shape[1]
     lead = () if batch == 1 and mask is None else (batch,)
-    rows = np.empty((steps + 1,) + lead + (features + units + 1,), dtype=np.float32)
-    xs = x[:, ::-1] if go_backwards else x
-    rows[:steps, ..., :features] = xs[0] if not lead else xs.swapaxes(0, 1)
-    rows[..., -1] = 1.0
-    states = rows[..., features:-1]
-    states[0] = 0.0 if state is None else np.reshape(state, lead + (units,))
+    rows, states = step_rows(x, state, units, go_backwards, lead)
     product = np.matmul if lead else np.dot  # np.dot is the faster 1-D product but needs contiguous out
     m = steps_mask(mask, go_backwards) if mask is not None else None
     for t in range(steps):
@@ -195,12 +203,7 @@ def gru_sigmoid_sequence(x, state, mask, step_kernel, input_h_kernel, input_h_bi
     batch, steps, features = x.shape
     units = input_h_kernel.shape[1]
     lead = () if batch == 1 and mask is None else (batch,)
-    rows = np.empty((steps + 1,) + lead + (features + units + 1,), dtype=np.float32)
-    xs = x[:, ::-1] if go_backwards else x
-    rows[:steps, ..., :features] = xs[0] if not lead else xs.swapaxes(0, 1)
-    rows[..., -1] = 1.0
-    states = rows[..., features:-1]
-    states[0] = 0.0 if state is None else np.reshape(state, lead + (units,))
+    rows, states = step_rows(x, state, units, go_backwards, lead)
     xh = np.dot(rows[:steps, ..., :features].reshape(-1, features), input_h_kernel)
     xh += input_h_bias
     xh = xh.reshape((steps,) + lead + (units,))
@@ -266,12 +269,7 @@ def gru_sigmoid_reset_before_sequence(
     batch, steps, features = x.shape
     units = input_h_kernel.shape[1]
     lead = () if batch == 1 and mask is None else (batch,)
-    rows = np.empty((steps + 1,) + lead + (features + units + 1,), dtype=np.float32)
-    xs = x[:, ::-1] if go_backwards else x
-    rows[:steps, ..., :features] = xs[0] if not lead else xs.swapaxes(0, 1)
-    rows[..., -1] = 1.0
-    states = rows[..., features:-1]
-    states[0] = 0.0 if state is None else np.reshape(state, lead + (units,))
+    rows, states = step_rows(x, state, units, go_backwards, lead)
     xh = np.dot(rows[:steps, ..., :features].reshape(-1, features), input_h_kernel)
     xh += input_h_bias
     xh = xh.reshape((steps,) + lead + (units,))
@@ -337,12 +335,7 @@ def lstm_sigmoid_sequence(x, state, cell, mask, step_kernel, options):
     batch, steps, features = x.shape
     units = step_kernel.shape[1] // 4
     lead = () if batch == 1 and mask is None else (batch,)
-    rows = np.empty((steps + 1,) + lead + (features + units + 1,), dtype=np.float32)
-    xs = x[:, ::-1] if go_backwards else x
-    rows[:steps, ..., :features] = xs[0] if not lead else xs.swapaxes(0, 1)
-    rows[..., -1] = 1.0
-    states = rows[..., features:-1]
-    states[0] = 0.0 if state is None else np.reshape(state, lead + (units,))
+    rows, states = step_rows(x, state, units, go_backwards, lead)
     cells = np.empty((steps + 1,) + lead + (units,), dtype=np.float32)
     cells[0] = 0.0 if cell is None else np.reshape(cell, lead + (units,))
     zb = np.empty(lead + (4 * units,), dtype=np.float32)
