@@ -545,22 +545,18 @@ class RNNSpec:
 
     def _prepare(self, recurrent: object, kernel, recurrent_kernel, bias) -> None:
         u = self.units
-        self.sigmoid_gru = self.sigmoid_lstm = False
-        self.sigmoid_gru = (
-            self.kind == "GRU"
-            and self.activation is activations.tanh
-            and activations.activation_name(recurrent, self.layer) == "sigmoid"
+        # The common GRU/LSTM (sigmoid gates, tanh) take the [x, h, 1] row loops, the rest the generic ones.
+        tanh_sigmoid = (
+            self.activation is activations.tanh and activations.activation_name(recurrent, self.layer) == "sigmoid"
         )
-        if self.sigmoid_gru:
-            self._prepare_sigmoid_gru(kernel, recurrent_kernel, bias)
-            return
-        self.sigmoid_lstm = (
-            self.kind == "LSTM"
-            and self.activation is activations.tanh
-            and activations.activation_name(recurrent, self.layer) == "sigmoid"
-        )
-        if self.sigmoid_lstm:
-            self._prepare_sigmoid_lstm(kernel, recurrent_kernel, bias)
+        self.sigmoid_gru = self.kind == "GRU" and tanh_sigmoid
+        self.sigmoid_lstm = self.kind == "LSTM" and tanh_sigmoid
+        if self.sigmoid_gru or self.sigmoid_lstm:
+            self.gate = None  # the exp-based sigmoid is written into the loop
+            if self.sigmoid_gru:
+                self._prepare_sigmoid_gru(kernel, recurrent_kernel, bias)
+            else:
+                self._prepare_sigmoid_lstm(kernel, recurrent_kernel, bias)
             return
         recurrent_bias = None
         if bias is not None:
@@ -602,7 +598,7 @@ class RNNSpec:
         u, features = self.units, kernel.shape[0]
         if bias is None:
             bias = np.zeros((2, 3 * u))
-        elif not self.reset_after:  # one bias, all on the input side; U_h multiplies r*h
+        elif not self.reset_after:
             bias = np.vstack([bias.astype(np.float64), np.zeros(3 * u)])
         else:
             bias = bias.astype(np.float64)
@@ -612,7 +608,6 @@ class RNNSpec:
         step[features:-1, 2 * u :] = recurrent_kernel[:, 2 * u :]
         step[-1, : 2 * u] = -(bias[0, : 2 * u] + bias[1, : 2 * u])
         step[-1, 2 * u :] = bias[1, 2 * u :]
-        self.gate = gate_sigmoid_halved  # not used by the loop; names the gate for callers that ask
         if self.reset_after:
             self.step_kernel = step.astype(np.float32)
         else:
@@ -628,7 +623,6 @@ class RNNSpec:
         step = np.vstack([kernel, recurrent_kernel, bias[None]])
         step = step[:, np.r_[0 : 2 * u, 3 * u : 4 * u, 2 * u : 3 * u]]  # i, f, c, o -> i, f, o, c
         step[:, : 3 * u] *= -1.0
-        self.gate = gate_sigmoid_halved  # not used by the loop; names the gate for callers that ask
         self.step_kernel = step.astype(np.float32)
 
     @property
