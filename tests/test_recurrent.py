@@ -3,6 +3,9 @@ steps, the weight preparation against textbook formulas, masks, and clean refusa
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from conftest import FIXTURES, assert_close, convert_and_import
@@ -145,7 +148,21 @@ def test_gru_against_equations(reset_after, recurrent_activation, go_backwards):
     for steps in (1, 3, 8):  # any number of time steps
         x = rng.normal(size=(3, steps, features)).astype(np.float32)
         options = (go_backwards, True, False)
-        if reset_after:
+        if spec.sigmoid_gru:
+            args = (spec.step_kernel, spec.input_h_kernel, spec.input_h_bias)
+            fn = recurrent.gru_sigmoid_sequence
+            if not reset_after:
+                args, fn = (
+                    (spec.step_kernel, spec.recurrent_h_kernel) + args[1:],
+                    recurrent.gru_sigmoid_reset_before_sequence,
+                )
+            seq, h = fn(x, None, None, *args, options)
+            # A batch of one runs on 1-D vectors: the same numbers.
+            one, one_h = fn(x[1:2], None, None, *args, options)
+            assert one.shape == (1, steps, units) and one_h.shape == (1, units)
+            assert_close(one[0], seq[1], "GRU batch of one")
+            assert_close(one_h[0], h[1], "GRU batch of one, state")
+        elif reset_after:
             args = (spec.kernel, spec.bias, spec.recurrent_kernel, spec.recurrent_bias)
             seq, h = recurrent.gru_sequence(x, None, None, *args, np.tanh, spec.gate, options)
         else:
@@ -158,23 +175,69 @@ def test_gru_against_equations(reset_after, recurrent_activation, go_backwards):
             assert_close(h[b], want_h, f"GRU state {b}")
 
 
-def test_lstm_against_equations_with_mask():
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_sigmoid_gru_mask_state_and_large_inputs(go_backwards, reset_after):
+    """The exp-based GRU loop: masked steps carry the state, an initial state is used, and huge
+    pre-activations (exp overflowing to inf) give the sigmoid's exact limits, not NaN."""
+    rng = np.random.RandomState(4)
+    units, features = 3, 2
+    weights = _weights(rng, features, units, 3, (2, 3 * units) if reset_after else (3 * units,))
+    config = {"units": units, "return_sequences": True, "go_backwards": go_backwards, "reset_after": reset_after}
+    spec = recurrent.RNNSpec(_layer("GRU", config, weights), "GRU", config, weights, features)
+    assert spec.sigmoid_gru
+    gru = recurrent.gru_sigmoid_sequence if reset_after else recurrent.gru_sigmoid_reset_before_sequence
+    kernels = (spec.step_kernel,) if reset_after else (spec.step_kernel, spec.recurrent_h_kernel)
+    args = kernels + (spec.input_h_kernel, spec.input_h_bias, (go_backwards, True, False))
+    x = rng.normal(size=(2, 5, features)).astype(np.float32)
+    mask = np.array([[1, 0, 1, 1, 0], [0, 1, 1, 0, 1]], bool)
+    seq, h = gru(x, None, mask, *args)
+    for b in range(2):
+        want, want_h = reference_gru(
+            x[b].astype(np.float64), *weights, reset_after, mask=mask[b], go_backwards=go_backwards
+        )
+        assert_close(seq[b], want, f"masked GRU sample {b}")
+        assert_close(h[b], want_h, f"masked GRU state {b}")
+    # An initial state: running 2 + 3 steps equals running 5 steps at once.
+    _, h2 = gru(x[:, :2], None, None, *args[:-1], (False, True, False))
+    whole, _ = gru(x, None, None, *args[:-1], (False, True, False))
+    rest, _ = gru(x[:, 2:], h2, None, *args[:-1], (False, True, False))
+    assert_close(rest, whole[:, 2:], "GRU continued from a state")
+    big = (x * 1e4).astype(np.float32)
+    with np.errstate(all="ignore"):  # as in the generated predict()
+        got, _ = gru(big, None, None, *args)
+    for b in range(2):
+        with np.errstate(over="ignore"):
+            want, _ = reference_gru(big[b].astype(np.float64), *weights, reset_after, go_backwards=go_backwards)
+        assert np.all(np.isfinite(got[b]))
+        assert_close(got[b], want, f"GRU with huge inputs, sample {b}")
+
+
+@pytest.mark.parametrize("recurrent_activation", ["sigmoid", "hard_sigmoid"])
+@pytest.mark.parametrize("batch", [2, 1])
+def test_lstm_against_equations_with_mask(recurrent_activation, batch):
+    """Both LSTM loops (exp-based sigmoid on [x, h, 1] rows; the generic one) against the equations."""
     rng = np.random.RandomState(2)
     units, features = 4, 3
     weights = _weights(rng, features, units, 4, (4 * units,))
-    config = {"units": units, "return_sequences": True}
-    spec = recurrent.RNNSpec(_layer("LSTM", config, weights), "LSTM", config, weights, features)
-    x = rng.normal(size=(2, 6, features)).astype(np.float32)
-    mask = np.array([[1, 1, 0, 1, 0, 0], [0, 1, 1, 1, 1, 1]], bool)
-    args = (spec.kernel, spec.bias, spec.recurrent_kernel, np.tanh, spec.gate)
-    seq, h, c = recurrent.lstm_sequence(x, None, None, mask, *args, (False, True, False))
-    # The fused path (activation None: one tanh for all four blocks) computes the same.
-    fused = recurrent.lstm_sequence(x, None, None, mask, *args[:3], None, spec.gate, (False, True, False))
-    for a, b in zip(fused, (seq, h, c)):
-        assert_close(a, b, "fused LSTM")
-    for b in range(2):
+    config = {"units": units, "return_sequences": True, "recurrent_activation": recurrent_activation}
+    spec = recurrent.RNNSpec(_layer("LSTM", config, weights, keras_major=2), "LSTM", config, weights, features)
+    rec_act = _sigmoid if recurrent_activation == "sigmoid" else _hard_sigmoid_k2
+    assert spec.sigmoid_lstm == (recurrent_activation == "sigmoid")
+    x = rng.normal(size=(2, 6, features)).astype(np.float32)[:batch]
+    mask = np.array([[1, 1, 0, 1, 0, 0], [0, 1, 1, 1, 1, 1]], bool)[:batch]
+
+    def run(mask, zero_masked=False):
+        options = (False, True, zero_masked)
+        if spec.sigmoid_lstm:
+            return recurrent.lstm_sigmoid_sequence(x, None, None, mask, spec.step_kernel, options)
+        args = (spec.kernel, spec.bias, spec.recurrent_kernel, np.tanh, spec.gate)
+        return recurrent.lstm_sequence(x, None, None, mask, *args, options)
+
+    seq, h, c = run(mask)
+    for b in range(batch):
         kept = x[b][mask[b]].astype(np.float64)
-        want, want_h, want_c = reference_lstm(kept, *weights)
+        want, want_h, want_c = reference_lstm(kept, *weights, rec_act=rec_act)
         # Masked steps repeat the previous output (zeros before the first real step).
         expected, last, k = [], np.zeros(units), 0
         for t in range(6):
@@ -184,8 +247,110 @@ def test_lstm_against_equations_with_mask():
         assert_close(seq[b], np.array(expected), f"LSTM sample {b}")
         assert_close(h[b], want_h, "LSTM h")
         assert_close(c[b], want_c, "LSTM c")
-    zeroed, _, _ = recurrent.lstm_sequence(x, None, None, mask, *args, (False, True, True))
+    zeroed, _, _ = run(mask, zero_masked=True)
     assert np.all(zeroed[~mask] == 0.0) and np.array_equal(zeroed[mask], seq[mask])
+    # Without a mask (a batch of one then runs on 1-D vectors).
+    seq, h, c = run(None)
+    for b in range(batch):
+        want, want_h, want_c = reference_lstm(x[b].astype(np.float64), *weights, rec_act=rec_act)
+        assert_close(seq[b], want, f"LSTM unmasked sample {b}")
+        assert_close(c[b], want_c, "LSTM unmasked c")
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
+@pytest.mark.parametrize("batch", [3, 1])
+@pytest.mark.parametrize("masked", [False, True])
+def test_simple_rnn_against_equations(activation, batch, masked):
+    """SimpleRNN on [x, h, 1] rows: in-place (tanh, relu) and copied-back (elu) activations, masks."""
+    rng = np.random.RandomState(6)
+    units, features = 4, 3
+    weights = _weights(rng, features, units, 1, (units,))
+    config = {"units": units, "activation": activation, "return_sequences": True, "go_backwards": True}
+    spec = recurrent.RNNSpec(_layer("SimpleRNN", config, weights), "SimpleRNN", config, weights, features)
+    in_place = recurrent.IN_PLACE_ACTIVATIONS.get(spec.activation)
+    assert (in_place is None) == (activation == "elu")
+    x = rng.normal(size=(batch, 5, features)).astype(np.float32)
+    mask = rng.rand(batch, 5) > 0.4 if masked else None
+    options = (True, True, False, in_place is not None)
+    seq, h = recurrent.simple_rnn_sequence(x, None, mask, spec.step_kernel, in_place or spec.activation, options)
+    act = {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0.0), "elu": lambda v: np.where(v > 0, v, np.expm1(v))}
+    kernel, recurrent_kernel, bias = (w.astype(np.float64) for w in weights)
+    for b in range(batch):
+        state, want = np.zeros(units), []
+        for t in range(4, -1, -1):
+            if mask is None or mask[b, t]:
+                state = act[activation](x[b, t] @ kernel + state @ recurrent_kernel + bias)
+            want.append(state)
+        assert_close(seq[b], np.array(want), f"SimpleRNN sample {b}")
+        assert_close(h[b], state, f"SimpleRNN state {b}")
+
+
+@pytest.mark.parametrize("kind", ["GRU", "GRU_before", "LSTM", "SimpleRNN"])
+def test_large_batches_run_in_chunks(kind):
+    """Batches above RNN_CHUNK_ROWS go through the loops in chunks: same results, masks and states too."""
+    rng = np.random.RandomState(7)
+    units, features, batch = 3, 2, recurrent.RNN_CHUNK_ROWS * 2 + 5
+    cls = kind.split("_")[0]
+    gates = recurrent.GATE_COUNT[cls]
+    bias_shape = (2, gates * units) if kind == "GRU" else (gates * units,)
+    weights = _weights(rng, features, units, gates, bias_shape)
+    config = {"units": units, "return_sequences": True, "reset_after": kind == "GRU"}
+    spec = recurrent.RNNSpec(_layer(cls, config, weights), cls, config, weights, features)
+    options = (False, True, True)
+    if kind == "GRU":
+        fn, rest, n_states = recurrent.gru_sigmoid_sequence, (spec.step_kernel, spec.input_h_kernel), 1
+        rest += (spec.input_h_bias, options)
+    elif kind == "GRU_before":
+        fn, rest, n_states = recurrent.gru_sigmoid_reset_before_sequence, (spec.step_kernel,), 1
+        rest += (spec.recurrent_h_kernel, spec.input_h_kernel, spec.input_h_bias, options)
+    elif kind == "LSTM":
+        fn, rest, n_states = recurrent.lstm_sigmoid_sequence, (spec.step_kernel, options), 2
+    else:
+        fn, rest, n_states = (
+            recurrent.simple_rnn_sequence,
+            (spec.step_kernel, recurrent.gate_tanh, options + (True,)),
+            1,
+        )
+    x = rng.normal(size=(batch, 4, features)).astype(np.float32)
+    states = [rng.normal(size=(batch, units)).astype(np.float32) for _ in range(n_states)]
+    mask = rng.rand(batch, 4) > 0.3
+    whole = fn(x, *states, mask, *rest)
+    parts = [
+        fn(x[i : i + 100], *[s[i : i + 100] for s in states], mask[i : i + 100], *rest) for i in range(0, batch, 100)
+    ]
+    assert len(whole) == n_states + 1
+    for got, want in zip(whole, zip(*parts)):
+        assert got.shape[0] == batch
+        assert_close(got, np.concatenate(want), f"{kind} in chunks")
+
+
+@pytest.mark.parametrize("name", ["benchmark_gru__k2h5.h5", "bidirectional_masked__k3keras.keras"])
+def test_recurrent_threads_equal_sequential(name, tmp_path):
+    """The row loops allocate their buffers per call: concurrent predictions equal sequential ones."""
+    module = convert_and_import(FIXTURES / "recurrent" / name, tmp_path)
+    with np.load((FIXTURES / "recurrent" / name).with_suffix(".npz")) as ref:
+        x = ref["x0"]
+    data = x[np.random.default_rng(0).integers(len(x), size=24)]
+    data[::3] *= 2.0  # vary the samples (a masked value stays masked: 0 * 2 = 0)
+    large = np.concatenate([data] * 12)  # more than one chunk of the row loops
+    calls = [lambda i: module.predict(data[i]), lambda i: module.predict(data[i : i + 1])]
+    calls += [lambda i: module.predict(data[i : i + 4])]
+    expected = [[call(i) for i in range(len(data))] for call in calls]
+    expected_large = module.predict(large)
+    start = threading.Barrier(4)
+
+    def worker(seed: int) -> bool:
+        start.wait()
+        same = True
+        for i in np.random.default_rng(seed).permutation(len(data)):
+            for k, call in enumerate(calls):
+                same &= np.array_equal(call(int(i)), expected[k][int(i)])
+            if i % 6 == 0:
+                same &= np.array_equal(module.predict(large), expected_large)
+        return same
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(worker, range(4)))
 
 
 def test_cudnn_layout_round_trip():
@@ -324,7 +489,7 @@ def test_generated_recurrent_file_is_deterministic_and_numpy_only(tmp_path):
     imports = {line.split()[1] for line in first.splitlines() if line.startswith(("import ", "from "))}
     assert imports == {"base64", "math", "numpy"}
     # Activations passed to the loops are copied in as plain functions, never referenced by module.
-    assert "gru_sequence(" in first and "def gate_sigmoid_halved(" in first and "activations." not in first
+    assert "gru_sigmoid_sequence(" in first and "lstm_sigmoid_sequence(" in first and "activations." not in first
 
 
 def test_bad_recurrent_weights_are_bad_files():

@@ -110,13 +110,14 @@ def mish(x):
 
 
 def softmax(x, axis):
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    # np.maximum.reduce / np.add.reduce are what np.max / np.sum run, without ~1 us of Python dispatch.
+    e = np.exp(x - np.maximum.reduce(x, axis=axis, keepdims=True))
+    return e / np.add.reduce(e, axis=axis, keepdims=True)
 
 
 def log_softmax(x, axis):
-    shifted = x - np.max(x, axis=axis, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    shifted = x - np.maximum.reduce(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.add.reduce(np.exp(shifted), axis=axis, keepdims=True))
 
 
 def log_sigmoid(x):
@@ -185,9 +186,9 @@ def tanh_inplace(x):
 
 
 def softmax_inplace(x, axis):
-    x -= np.max(x, axis=axis, keepdims=True)
+    x -= np.maximum.reduce(x, axis=axis, keepdims=True)  # = np.max, minus ~1 us of dispatch (as in softmax)
     np.exp(x, out=x)
-    x /= np.sum(x, axis=axis, keepdims=True)
+    x /= np.add.reduce(x, axis=axis, keepdims=True)
     return x
 
 

@@ -1,18 +1,21 @@
 """Recurrent layers: SimpleRNN, GRU, LSTM (and the old CuDNNGRU/CuDNNLSTM), Bidirectional, TimeDistributed.
 
-Batch axis 0, time axis 1. Each layer is one function call in the generated file: ONE matrix
-multiply projects the inputs of every time step, then the loop does one recurrent multiply per
-step. Per-sample latency is dominated by NumPy's fixed cost per call, so the converter prepares
-the weights so that the loop makes as few calls as possible:
+Batch axis 0, time axis 1. Each layer is one function call in the generated file. Per-sample latency
+is dominated by NumPy's fixed cost per call (~0.4 us), so the converter prepares the weights so
+that each time step makes as few calls as possible:
 
-* biases that are only ever added (all of LSTM's and SimpleRNN's, GRU's input side and its z/r
-  recurrent biases) are folded into the input projection;
-* gate columns are reordered so that every gate goes through ONE activation call in place, into
-  preallocated buffers whose views (z, r / i, f, o) are made once per call (never shared between
-  calls or threads: they are local variables);
-* sigmoid gates use sigmoid(2v) = 0.5*tanh(v) + 0.5 (an exact identity) on weights halved at
-  conversion (halving is exact in floating point); hard_sigmoid gates fold their scale and
-  offset into the weights, leaving one clip.
+* the common cases (SimpleRNN; GRU and LSTM with sigmoid gates and tanh) work on a (time + 1,
+  [batch,] features + units + 1) array whose row t is [x_t, h_t, 1.0]: one product with a kernel
+  stacked as [W; U; b] gives every pre-activation of the step, biases included, and each step writes
+  its state into the next row, which is also the stacked output. A batch of one (without a mask)
+  runs on 1-D rows, np.dot's fastest case;
+* sigmoid gates: their columns are negated at conversion (exact), so e = 1 + exp(-v) in two calls
+  and "gate * a" is a / e; exp overflowing to inf gives the exact limit 0 (predict() runs under
+  np.errstate, so silently). SimpleRNN: 2 calls per step, LSTM 9, GRU 9 (reset_after=False: 10);
+* every buffer is allocated per call (never shared between calls or threads), `out=` everywhere;
+* other activations take the generic loops: gate columns reordered so that every gate goes through
+  ONE in-place activation call; sigmoid(2v) = 0.5*tanh(v) + 0.5 on weights halved at conversion;
+  hard_sigmoid folds its scale and offset into the weights, leaving one clip.
 
 Masks (from Masking or Embedding(mask_zero=True)) follow Keras: a masked step carries the state
 forward and outputs the previous output, or zeros inside Bidirectional (zero_output_for_mask).
@@ -29,6 +32,8 @@ from .activations import celu, elu, leaky_relu
 from .base import CONVERTERS, MASK_POLICY, Layer, Tensor, as_int, converter
 
 # ----------------------------------------------------------------------------- step functions
+
+RNN_CHUNK_ROWS = 256  # samples per chunk of a large batch in the [x, h, 1] row loops
 
 
 def gate_sigmoid_halved(g):
@@ -94,29 +99,66 @@ def start_state(state, batch, units):
 
 
 def rnn_outputs(outs, mask, return_sequences, zero_masked):
-    # Stack per-step outputs back to (batch, time, units), or take the last processed step.
+    # Stack per-step outputs (a list, or a (time, batch, units) array) back to (batch, time, units),
+    # or take the last processed step.
     if not return_sequences:
         if zero_masked and mask is not None:
             return np.where(mask[-1], outs[-1], 0.0)
         return outs[-1].copy()  # outs[-1] is also the final state: keep the two outputs independent
-    seq = np.stack(outs, axis=1)
+    seq = np.stack(outs, axis=1) if isinstance(outs, list) else outs.swapaxes(0, 1).copy()
     if zero_masked and mask is not None:
         seq = np.where(np.swapaxes(mask, 0, 1), seq, 0.0)
     return seq
 
 
-def simple_rnn_sequence(x, state, mask, kernel, bias, recurrent_kernel, activation, options):
-    # options = (go_backwards, return_sequences, zero_masked). h = act(x W + b + h U).
-    go_backwards, return_sequences, zero_masked = options
-    xw = project_steps(x, kernel, bias, go_backwards)
-    h = start_state(state, x.shape[0], recurrent_kernel.shape[0])
+def step_rows(x, state, units, go_backwards, lead):
+    # The work array of the row loops: row t is [x_t, h_t, 1.0] in processing order, shape
+    # (time + 1, *lead, features + units + 1); returns it and its h view, h_0 = state (or zeros).
+    steps, features = x.shape[1], x.shape[2]
+    rows = np.empty((steps + 1,) + lead + (features + units + 1,), dtype=np.float32)
+    xs = x[:, ::-1] if go_backwards else x
+    rows[:steps, ..., :features] = xs.swapaxes(0, 1) if lead else xs[0]
+    rows[..., -1] = 1.0
+    states = rows[..., features:-1]
+    states[0] = 0.0 if state is None else np.reshape(state, lead + (units,))
+    return rows, states
+
+
+def rnn_chunked(fn, batch_args, rest):
+    # Large batches in chunks of RNN_CHUNK_ROWS samples: each chunk's rows stay in cache (10,000
+    # samples of the benchmark GRU: 95 ms at once, 59 ms in chunks). batch_args have the batch first.
+    n = batch_args[0].shape[0]
+    parts = [
+        fn(*[None if a is None else a[i : i + RNN_CHUNK_ROWS] for a in batch_args], *rest)
+        for i in range(0, n, RNN_CHUNK_ROWS)
+    ]
+    return tuple(np.concatenate(p, axis=0) for p in zip(*parts))
+
+
+def simple_rnn_sequence(x, state, mask, step_kernel, activation, options):
+    # options = (go_backwards, return_sequences, zero_masked, in_place). h = act([x, h, 1] [W; U; b]):
+    # row t of `rows` is [x_t, h_t, 1.0] and each step's product lands in the next row's state, so
+    # a step is 2 NumPy calls with an in-place activation (in_place), else the result is copied back.
+    if x.shape[0] > RNN_CHUNK_ROWS:
+        return rnn_chunked(simple_rnn_sequence, (x, state, mask), (step_kernel, activation, options))
+    go_backwards, return_sequences, zero_masked, in_place = options
+    batch, steps, features = x.shape
+    units = step_kernel.shape[1]
+    lead = () if batch == 1 and mask is None else (batch,)
+    rows, states = step_rows(x, state, units, go_backwards, lead)
+    product = np.matmul if lead else np.dot  # np.dot is the faster 1-D product but needs contiguous out
     m = steps_mask(mask, go_backwards) if mask is not None else None
-    outs = []
-    for t, xw_t in enumerate(xw):
-        h_new = activation(xw_t + np.dot(h, recurrent_kernel))
-        h = h_new if m is None else np.where(m[t], h_new, h)
-        outs.append(h)
-    return rnn_outputs(outs, m, return_sequences, zero_masked), h
+    for t in range(steps):
+        h = states[t + 1]
+        product(rows[t], step_kernel, out=h)
+        if in_place:
+            activation(h)
+        else:
+            h[...] = activation(h)
+        if m is not None:  # masked samples carry the state forward
+            np.copyto(h, states[t], where=~m[t])
+    outs = states[1:].reshape(steps, batch, units)
+    return rnn_outputs(outs, m, return_sequences, zero_masked), outs[-1].copy()
 
 
 def gru_sequence(x, state, mask, kernel, bias, recurrent_kernel, recurrent_bias, activation, gate, options):
@@ -149,6 +191,46 @@ def gru_sequence(x, state, mask, kernel, bias, recurrent_kernel, recurrent_bias,
     return rnn_outputs(outs, m, return_sequences, zero_masked), h
 
 
+def gru_sigmoid_sequence(x, state, mask, step_kernel, input_h_kernel, input_h_bias, options):
+    # GRU, reset_after=True, sigmoid gates, tanh candidate: the common case, in 9 NumPy calls per step.
+    # Row t of `rows` is [x_t, h_t, 1.0] and step_kernel = [[-W_zr, 0], [-U_zr, U_h], [-b_zr, rb_h]], so
+    # one product gives e = -(z, r pre-activations) and h U_h + rb_h; with e -> 1 + exp(e), z = 1/e_z and
+    # r = 1/e_r, so r*a is a/e_r (exp overflowing to inf gives the exact limit 0). Each step writes its
+    # state into the next row, which is also the stacked output. One sample runs on 1-D rows.
+    if x.shape[0] > RNN_CHUNK_ROWS:
+        return rnn_chunked(gru_sigmoid_sequence, (x, state, mask), (step_kernel, input_h_kernel, input_h_bias, options))
+    go_backwards, return_sequences, zero_masked = options
+    batch, steps, features = x.shape
+    units = input_h_kernel.shape[1]
+    lead = () if batch == 1 and mask is None else (batch,)
+    rows, states = step_rows(x, state, units, go_backwards, lead)
+    xh = np.dot(rows[:steps, ..., :features].reshape(-1, features), input_h_kernel)
+    xh += input_h_bias
+    xh = xh.reshape((steps,) + lead + (units,))
+    hu = np.empty(lead + (3 * units,), dtype=np.float32)
+    e, e_z, e_r, hh = hu[..., : 2 * units], hu[..., :units], hu[..., units : 2 * units], hu[..., 2 * units :]
+    ones = np.ones(2 * units, dtype=np.float32)
+    c = np.empty(lead + (units,), dtype=np.float32)
+    d = np.empty(lead + (units,), dtype=np.float32)
+    m = steps_mask(mask, go_backwards) if mask is not None else None
+    skip = ~m if m is not None else None
+    for t in range(steps):
+        h = states[t]
+        np.dot(rows[t], step_kernel, out=hu)
+        np.exp(e, out=e)
+        np.add(e, ones, out=e)
+        np.divide(hh, e_r, out=c)  # r * (h U_h + rb_h)
+        c += xh[t]
+        np.tanh(c, out=c)
+        np.subtract(h, c, out=d)  # h_new = z*h + (1-z)*c = c + z*(h - c)
+        np.divide(d, e_z, out=d)
+        np.add(c, d, out=states[t + 1])
+        if skip is not None:  # masked samples carry the state forward
+            np.copyto(states[t + 1], h, where=skip[t])
+    outs = states[1:].reshape(steps, batch, units)
+    return rnn_outputs(outs, m, return_sequences, zero_masked), outs[-1].copy()
+
+
 def gru_reset_before_sequence(x, state, mask, kernel, bias, recurrent_kernel, activation, gate, options):
     # GRU, reset_after=False (Keras 2.2 default): hh = act(x W_h + b_h + (r*h) U_h).
     go_backwards, return_sequences, zero_masked = options
@@ -174,9 +256,50 @@ def gru_reset_before_sequence(x, state, mask, kernel, bias, recurrent_kernel, ac
     return rnn_outputs(outs, m, return_sequences, zero_masked), h
 
 
+def gru_sigmoid_reset_before_sequence(
+    x, state, mask, gates_kernel, recurrent_h_kernel, input_h_kernel, input_h_bias, options
+):
+    # GRU, reset_after=False, sigmoid gates, tanh candidate: hh = tanh(x W_h + b_h + (r*h) U_h), 10 calls
+    # per step. Row t of `rows` is [x_t, h_t, 1.0] and gates_kernel = [[-W_zr], [-U_zr], [-b_zr]], so one
+    # product gives e = -(z, r pre-activations). (Both kernels contiguous: np.dot copies strided views.)
+    if x.shape[0] > RNN_CHUNK_ROWS:
+        weights = (gates_kernel, recurrent_h_kernel, input_h_kernel, input_h_bias, options)
+        return rnn_chunked(gru_sigmoid_reset_before_sequence, (x, state, mask), weights)
+    go_backwards, return_sequences, zero_masked = options
+    batch, steps, features = x.shape
+    units = input_h_kernel.shape[1]
+    lead = () if batch == 1 and mask is None else (batch,)
+    rows, states = step_rows(x, state, units, go_backwards, lead)
+    xh = np.dot(rows[:steps, ..., :features].reshape(-1, features), input_h_kernel)
+    xh += input_h_bias
+    xh = xh.reshape((steps,) + lead + (units,))
+    e = np.empty(lead + (2 * units,), dtype=np.float32)
+    e_z, e_r = e[..., :units], e[..., units:]
+    ones = np.ones(2 * units, dtype=np.float32)
+    c = np.empty(lead + (units,), dtype=np.float32)
+    d = np.empty(lead + (units,), dtype=np.float32)
+    m = steps_mask(mask, go_backwards) if mask is not None else None
+    for t in range(steps):
+        h = states[t]
+        np.dot(rows[t], gates_kernel, out=e)
+        np.exp(e, out=e)
+        np.add(e, ones, out=e)
+        np.divide(h, e_r, out=d)  # r*h
+        np.dot(d, recurrent_h_kernel, out=c)
+        c += xh[t]
+        np.tanh(c, out=c)
+        np.subtract(h, c, out=d)  # h_new = c + z*(h - c)
+        np.divide(d, e_z, out=d)
+        np.add(c, d, out=states[t + 1])
+        if m is not None:  # masked samples carry the state forward
+            np.copyto(states[t + 1], h, where=~m[t])
+    outs = states[1:].reshape(steps, batch, units)
+    return rnn_outputs(outs, m, return_sequences, zero_masked), outs[-1].copy()
+
+
 def lstm_sequence(x, state, cell, mask, kernel, bias, recurrent_kernel, activation, gate, options):
     # LSTM with columns reordered at conversion to i, f, o, c (the three gates share one call):
-    # c = f*c + i*act(x W_c + h U_c + b_c), h = o*act(c). activation None: tanh fused with sigmoid gates.
+    # c = f*c + i*act(x W_c + h U_c + b_c), h = o*act(c). (tanh with sigmoid gates: lstm_sigmoid_sequence.)
     go_backwards, return_sequences, zero_masked = options
     units = recurrent_kernel.shape[0]
     xw = project_steps(x, kernel, bias, go_backwards)
@@ -190,24 +313,54 @@ def lstm_sequence(x, state, cell, mask, kernel, bias, recurrent_kernel, activati
     for t, xw_t in enumerate(xw):
         np.dot(h, recurrent_kernel, out=zb)
         zb += xw_t
-        if activation is None:  # tanh + sigmoid (halved weights): one tanh call for all four blocks
-            np.tanh(zb, out=zb)
-            gates *= 0.5
-            gates += 0.5
-            c_new = f * c
-            c_new += i * cand
-            h_new = o * np.tanh(c_new)
-        else:
-            gate(gates)
-            c_new = f * c
-            c_new += i * activation(cand)
-            h_new = o * activation(c_new)
+        gate(gates)
+        c_new = f * c
+        c_new += i * activation(cand)
+        h_new = o * activation(c_new)
         if m is None:
             c, h = c_new, h_new
         else:
             c, h = np.where(m[t], c_new, c), np.where(m[t], h_new, h)
         outs.append(h)
     return rnn_outputs(outs, m, return_sequences, zero_masked), h, c
+
+
+def lstm_sigmoid_sequence(x, state, cell, mask, step_kernel, options):
+    # LSTM with sigmoid gates and tanh activations: the common case, in 9 NumPy calls per step.
+    # Row t of `rows` is [x_t, h_t, 1.0]; step_kernel's columns are -i, -f, -o, c (gates negated at
+    # conversion), so after e -> 1 + exp(e) a gate times a is a/e (inf gives the exact limit 0).
+    if x.shape[0] > RNN_CHUNK_ROWS:
+        return rnn_chunked(lstm_sigmoid_sequence, (x, state, cell, mask), (step_kernel, options))
+    go_backwards, return_sequences, zero_masked = options
+    batch, steps, features = x.shape
+    units = step_kernel.shape[1] // 4
+    lead = () if batch == 1 and mask is None else (batch,)
+    rows, states = step_rows(x, state, units, go_backwards, lead)
+    cells = np.empty((steps + 1,) + lead + (units,), dtype=np.float32)
+    cells[0] = 0.0 if cell is None else np.reshape(cell, lead + (units,))
+    zb = np.empty(lead + (4 * units,), dtype=np.float32)
+    e, cand = zb[..., : 3 * units], zb[..., 3 * units :]
+    e_i, e_f, e_o = zb[..., :units], zb[..., units : 2 * units], zb[..., 2 * units : 3 * units]
+    ones = np.ones(3 * units, dtype=np.float32)
+    d = np.empty(lead + (units,), dtype=np.float32)
+    m = steps_mask(mask, go_backwards) if mask is not None else None
+    skip = ~m if m is not None else None
+    for t in range(steps):
+        c = cells[t + 1]
+        np.dot(rows[t], step_kernel, out=zb)
+        np.exp(e, out=e)
+        np.add(e, ones, out=e)
+        np.tanh(cand, out=cand)
+        np.divide(cells[t], e_f, out=c)  # c = f*c_old + i*tanh(...)
+        np.divide(cand, e_i, out=cand)
+        c += cand
+        np.tanh(c, out=d)
+        np.divide(d, e_o, out=states[t + 1])  # h = o*tanh(c)
+        if skip is not None:  # masked samples carry both states forward
+            np.copyto(c, cells[t], where=skip[t])
+            np.copyto(states[t + 1], states[t], where=skip[t])
+    outs = states[1:].reshape(steps, batch, units)
+    return rnn_outputs(outs, m, return_sequences, zero_masked), outs[-1].copy(), cells[-1].reshape(batch, units).copy()
 
 
 def rnn_initial_state(given, x, units):
@@ -265,6 +418,7 @@ RNN_CLASSES = (
 )
 CELLS = ("SimpleRNNCell", "GRUCell", "LSTMCell")
 GATE_COUNT = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}
+IN_PLACE_ACTIVATIONS = {activations.tanh: gate_tanh, activations.relu: gate_relu, linear_activation: gate_linear}
 MERGES = {"concat": merge_concat, "sum": merge_sum, "mul": merge_mul, "ave": merge_ave}
 
 
@@ -391,6 +545,19 @@ class RNNSpec:
 
     def _prepare(self, recurrent: object, kernel, recurrent_kernel, bias) -> None:
         u = self.units
+        # The common GRU/LSTM (sigmoid gates, tanh) take the [x, h, 1] row loops, the rest the generic ones.
+        tanh_sigmoid = (
+            self.activation is activations.tanh and activations.activation_name(recurrent, self.layer) == "sigmoid"
+        )
+        self.sigmoid_gru = self.kind == "GRU" and tanh_sigmoid
+        self.sigmoid_lstm = self.kind == "LSTM" and tanh_sigmoid
+        if self.sigmoid_gru or self.sigmoid_lstm:
+            self.gate = None  # the exp-based sigmoid is written into the loop
+            if self.sigmoid_gru:
+                self._prepare_sigmoid_gru(kernel, recurrent_kernel, bias)
+            else:
+                self._prepare_sigmoid_lstm(kernel, recurrent_kernel, bias)
+            return
         recurrent_bias = None
         if bias is not None:
             bias = bias.astype(np.float64)
@@ -400,6 +567,8 @@ class RNNSpec:
                 recurrent_bias = rb[2 * u :]
         if self.kind == "SimpleRNN":
             self.gate = None
+            b = np.zeros((1, u)) if bias is None else bias[None]
+            self.step_kernel = np.vstack([kernel, recurrent_kernel, b]).astype(np.float32)
         else:
             self.gate, scale, offset = _gate(self.layer, recurrent)
             gate_cols = slice(0, 2 * u) if self.kind == "GRU" else slice(0, 3 * u)
@@ -421,6 +590,41 @@ class RNNSpec:
             rb = recurrent_bias if recurrent_bias is not None else np.zeros(u)
             self.recurrent_bias = rb.astype(np.float32)
 
+    def _prepare_sigmoid_gru(self, kernel, recurrent_kernel, bias) -> None:
+        """Weights for the sigmoid GRU loops: one (features + units + 1, 3 units) step kernel (negation is exact).
+
+        reset_after=False: one bias, all on the input side; the step kernel has the z and r columns only
+        and U_h, which multiplies r*h, is a kernel of its own."""
+        u, features = self.units, kernel.shape[0]
+        if bias is None:
+            bias = np.zeros((2, 3 * u))
+        elif not self.reset_after:
+            bias = np.vstack([bias.astype(np.float64), np.zeros(3 * u)])
+        else:
+            bias = bias.astype(np.float64)
+        step = np.zeros((features + u + 1, 3 * u))
+        step[:features, : 2 * u] = -kernel[:, : 2 * u]
+        step[features:-1, : 2 * u] = -recurrent_kernel[:, : 2 * u]
+        step[features:-1, 2 * u :] = recurrent_kernel[:, 2 * u :]
+        step[-1, : 2 * u] = -(bias[0, : 2 * u] + bias[1, : 2 * u])
+        step[-1, 2 * u :] = bias[1, 2 * u :]
+        if self.reset_after:
+            self.step_kernel = step.astype(np.float32)
+        else:
+            self.step_kernel = np.ascontiguousarray(step[:, : 2 * u], dtype=np.float32)
+            self.recurrent_h_kernel = np.ascontiguousarray(recurrent_kernel[:, 2 * u :], dtype=np.float32)
+        self.input_h_kernel = np.ascontiguousarray(kernel[:, 2 * u :], dtype=np.float32)
+        self.input_h_bias = bias[0, 2 * u :].astype(np.float32)
+
+    def _prepare_sigmoid_lstm(self, kernel, recurrent_kernel, bias) -> None:
+        """Weights for lstm_sigmoid_sequence: [W; U; b] with columns -i, -f, -o, c (negation is exact)."""
+        u = self.units
+        bias = np.zeros(4 * u) if bias is None else bias.astype(np.float64)
+        step = np.vstack([kernel, recurrent_kernel, bias[None]])
+        step = step[:, np.r_[0 : 2 * u, 3 * u : 4 * u, 2 * u : 3 * u]]  # i, f, c, o -> i, f, o, c
+        step[:, : 3 * u] *= -1.0
+        self.step_kernel = step.astype(np.float32)
+
     @property
     def state_count(self) -> int:
         return 2 if self.kind == "LSTM" else 1
@@ -435,18 +639,27 @@ class RNNSpec:
         options = (self.go_backwards, self.return_sequences, zero)
         inputs = [x] + [states[i] if i < len(states) else None for i in range(self.state_count)] + [mask]
         if self.kind == "SimpleRNN":
-            fn, weights = simple_rnn_sequence, [self.kernel, self.bias, self.recurrent_kernel, self.activation]
+            in_place = IN_PLACE_ACTIVATIONS.get(self.activation)
+            activation = in_place or self.activation
+            fn, weights = simple_rnn_sequence, [self.step_kernel, activation]
+            options = options + (in_place is not None,)
+        elif self.sigmoid_gru:
+            fn, weights = gru_sigmoid_sequence, [self.step_kernel, self.input_h_kernel, self.input_h_bias]
+            if not self.reset_after:
+                fn, weights = (
+                    gru_sigmoid_reset_before_sequence,
+                    [self.step_kernel, self.recurrent_h_kernel] + weights[1:],
+                )
         elif self.kind == "GRU" and self.reset_after:
             fn = gru_sequence
             weights = [self.kernel, self.bias, self.recurrent_kernel, self.recurrent_bias, self.activation, self.gate]
+        elif self.sigmoid_lstm:
+            fn, weights = lstm_sigmoid_sequence, [self.step_kernel]
         elif self.kind == "GRU":
             fn = gru_reset_before_sequence
             weights = [self.kernel, self.bias, self.recurrent_kernel, self.activation, self.gate]
         else:
-            # The common tanh/sigmoid LSTM runs one tanh over all four gate blocks (activation None).
-            fused = self.activation is activations.tanh and self.gate is gate_sigmoid_halved
-            activation = None if fused else self.activation
-            fn, weights = lstm_sequence, [self.kernel, self.bias, self.recurrent_kernel, activation, self.gate]
+            fn, weights = lstm_sequence, [self.kernel, self.bias, self.recurrent_kernel, self.activation, self.gate]
         outs = layer.call_multi(fn, *inputs, *weights, options, shapes=shapes)
         return outs[0], outs[1:]
 
