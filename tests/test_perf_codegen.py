@@ -353,9 +353,9 @@ def test_inline_copies_straight_numpy_bodies_and_refuses_the_rest():
     assert lines == ["np.dot(h0, _w0, out=v1)", "np.maximum(v1, z1, out=v1)"]
     assert inline(core.dense_vector, ["h3", "_w3"], {}, "y") == ["y = np.dot(h3, _w3)"]
     assert inline(activations.softmax_inplace, ["y"], {"axis": -1}, "y") == [
-        "y -= np.max(y, axis=-1, keepdims=True)",
+        "y -= np.maximum.reduce(y, axis=-1, keepdims=True)",
         "np.exp(y, out=y)",
-        "y /= np.sum(y, axis=-1, keepdims=True)",
+        "y /= np.add.reduce(y, axis=-1, keepdims=True)",
     ]
     assert inline(activations.sigmoid, ["y"], {}, "y") is None  # a local name: called, not inlined
     assert inline(core.dense_into, ["h0"], {}, None) is None  # wrong arity
