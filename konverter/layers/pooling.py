@@ -13,8 +13,16 @@ import math
 import numpy as np
 
 from ..errors import BadModelFile
-from .base import PROGRAM_PASSES, Const, Layer, Tensor, as_int_tuple, converter
-from .conv import CONV_BIAS_ARG, conv_padding, finish_conv, pad_spatial, private_conv_inputs
+from .base import PROGRAM_PASSES, Const, Layer, Op, Tensor, as_int_tuple, converter
+from .conv import (
+    CONV_BIAS_ARG,
+    conv_padding,
+    finish_conv,
+    gather_narrow_convs,
+    pad_spatial,
+    private_conv_inputs,
+)
+from .core import dense, dense_no_bias
 
 
 def pool_reduce(x, pool_size, strides, padding, fill, reduce_max):
@@ -78,6 +86,11 @@ def global_average_pool(x, axes, keepdims):
     total = np.add.reduce(x, axis=axes, keepdims=keepdims)
     total /= math.prod(x.shape[a] for a in axes)
     return total
+
+
+def global_sum_pool(x, axes, keepdims):
+    # A global average pooling whose 1/N went into the next Dense kernel (fold_mean_into_dense).
+    return np.add.reduce(x, axis=axes, keepdims=keepdims)
 
 
 def global_average_pool_masked(x, mask, channels_first, keepdims):
@@ -215,4 +228,34 @@ def pool_before_bias_relu(ops: list, outputs: list) -> None:
         source.kwargs = {k: v for k, v in source.kwargs.items() if k != "relu"}
 
 
-PROGRAM_PASSES.append(pool_before_bias_relu)
+def fold_mean_into_dense(ops: list, outputs: list) -> None:
+    """GlobalAveragePooling read only by a Dense: the Dense kernel takes the 1/N, the pooling only sums.
+
+    (sum / N) @ W == sum @ (W / N) up to float32 rounding; one full pass over the pooled values less.
+    """
+    readers: dict[int, list] = {}
+    for op in ops:
+        for value in list(op.args) + list(op.kwargs.values()):
+            if isinstance(value, Tensor):
+                readers.setdefault(id(value), []).append(op)
+    for i, op in enumerate(ops):
+        if op.fn is not global_average_pool or op.kwargs.get("keepdims") or len(op.outputs) != 1:
+            continue
+        pooled, x = op.outputs[0], op.args[0]
+        users = readers.get(id(pooled), [])
+        if len(users) != 1 or any(pooled is t for t in outputs) or x.shape is None:
+            continue
+        user = users[0]
+        if user.fn not in (dense, dense_no_bias) or user.args[0] is not pooled or user.kwargs:
+            continue
+        kernel = user.args[1]
+        sizes = [x.shape[a - 1] for a in op.kwargs["axes"]]
+        if not isinstance(kernel, Const) or None in sizes or not np.all(np.isfinite(kernel.array)):
+            continue
+        scaled = Const((kernel.array.astype(np.float64) / math.prod(sizes)).astype(np.float32))
+        user.args = (user.args[0], scaled) + tuple(user.args[2:])
+        ops[i] = Op(global_sum_pool, op.args, dict(op.kwargs), op.outputs, op.layer)
+
+
+# The gather rewrite comes last: the passes before it recognise `conv` ops only.
+PROGRAM_PASSES.extend([pool_before_bias_relu, fold_mean_into_dense, gather_narrow_convs])
