@@ -501,3 +501,81 @@ def test_batchnorm_is_not_folded_into_a_shared_convolution_output():
     ]
     fold_batchnorm_into_conv(ops, [t_bn, t_conv])
     assert len(ops) == 2 and ops[0].args[2] is None
+
+
+# ----------------------------------------------------------------------------- gather and mean-folding rewrites
+
+
+@pytest.mark.parametrize(
+    "size,ks,strides,dilation,padding",
+    [
+        ((7,), (3,), (1,), (1,), "valid"),
+        ((8,), (2,), (1,), (3,), "causal"),
+        ((6, 7), (3, 2), (2, 2), (1, 1), "same"),
+        ((7, 5), (2, 3), (1, 2), (1, 1), "valid"),
+        ((7, 7), (3, 3), (1, 1), (2, 1), "same"),
+        ((5, 4, 5), (2, 3, 2), (2, 1, 2), (1, 1, 1), "same"),
+    ],
+)
+@pytest.mark.parametrize("relu", [False, True])
+def test_gather_rewrite_matches_naive_loop(size, ks, strides, dilation, padding, relu):
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import conv_gather, gather_narrow_convs
+
+    c, f = 2, 3  # two channels: contiguous window runs shorter than GATHER_RUN, so the rewrite applies
+    x, kernel, bias = rand(2, *size, c), rand(*ks, c, f), rand(f)
+    geometry = {"kernel_size": ks, "strides": strides, "dilation": dilation, "padding": padding}
+    ops = [
+        Op(
+            conv,
+            (Tensor((*size, c)), Const(kernel.reshape(-1, f)), Const(bias)),
+            {"relu": relu, **geometry, "channels_first": False},
+            (Tensor(None),),
+        )
+    ]
+    gather_narrow_convs(ops, [])
+    assert ops[0].fn is conv_gather
+    args = [a.array if isinstance(a, Const) else a for a in ops[0].args[1:]]
+    want = naive_conv(x, kernel, bias, strides, dilation, padding)
+    close(conv_gather(x, *args, **ops[0].kwargs), np.maximum(want, 0.0) if relu else want)
+    close(conv_gather(x[:1], *args, **ops[0].kwargs), (np.maximum(want, 0.0) if relu else want)[:1])
+
+
+def test_gather_rewrite_keeps_wide_windows_and_unknown_sizes_strided():
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import gather_narrow_convs
+
+    geometry = {"kernel_size": (3, 3), "strides": (1, 1), "dilation": (1, 1), "padding": "valid"}
+    for shape in ((6, 6, 16), (None, None, 1)):
+        c = shape[-1]
+        ops = [
+            Op(
+                conv,
+                (Tensor(shape), Const(rand(9 * c, 4)), None),
+                {**geometry, "channels_first": False},
+                (Tensor(None),),
+            )
+        ]
+        gather_narrow_convs(ops, [])
+        assert ops[0].fn is conv
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_mean_of_global_average_pooling_folds_into_the_next_dense(shared):
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.core import dense
+    from konverter.layers.pooling import fold_mean_into_dense, global_sum_pool
+
+    x, kernel, bias = rand(2, 4, 5, 3), rand(3, 6), rand(6)
+    t, y = Tensor((3,)), Tensor((6,))
+    ops = [
+        Op(global_average_pool, (Tensor((4, 5, 3)),), {"axes": (1, 2), "keepdims": False}, (t,)),
+        Op(dense, (t, Const(kernel), Const(bias)), {}, (y,)),
+    ]
+    fold_mean_into_dense(ops, [y, t] if shared else [y])
+    want = x.astype(np.float64).mean(axis=(1, 2)) @ kernel + bias
+    pooled = ops[0].fn(x, **ops[0].kwargs)
+    close(dense(pooled, ops[1].args[1].array, bias), want.astype(np.float64))
+    assert (ops[0].fn is global_average_pool) == shared
+    if not shared:
+        assert ops[0].fn is global_sum_pool
