@@ -22,7 +22,7 @@ from .graph import Program
 from .layers import activations as act
 from .layers import core
 from .layers.base import Const, Tensor
-from .optimize import ConstView, DenseChain, optimize
+from .optimize import ConstView, DenseChain, optimize, row_chunk
 
 BLOB_LINE = 4096  # characters of base64 per line of the generated file
 ALIGN = 64  # byte alignment of each weight inside the blob
@@ -301,6 +301,10 @@ def generate(
         w("        return _predict_rows(x0)")
     elif n_in == 1:
         w("    x0, batched = as_batch(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
+        rows = row_chunk(program)
+        if rows is not None:  # every op row-wise: a large batch in chunks, intermediates stay small
+            w(f"    if len(x0) > {rows}:")
+            w(f"        return np.concatenate([predict(x0[i : i + {rows}]) for i in range(0, len(x0), {rows})])")
     else:
         w("    given = collect_inputs(inputs, INPUT_NAMES)")
         for i in range(n_in):

@@ -579,3 +579,24 @@ def test_mean_of_global_average_pooling_folds_into_the_next_dense(shared):
     assert (ops[0].fn is global_average_pool) == shared
     if not shared:
         assert ops[0].fn is global_sum_pool
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["cnn_classifier__k2h5", "conv_batchnorm__k3keras", "genomics_conv1d__k2h5", "flatten_channels_first__k3keras"],
+)
+def test_large_batches_run_in_row_chunks_with_the_same_results(tmp_path, name):
+    from conftest import FIXTURES, convert_and_import, load_reference
+
+    path = next((FIXTURES / "conv").glob(name + ".*[!z]"))
+    module = convert_and_import(path, tmp_path)
+    source = (tmp_path / (path.stem + ".py")).read_text()
+    rows = int(source.split("    if len(x0) > ")[1].split(":")[0])
+    (x,), (y,) = load_reference(path.with_suffix(".npz"))
+    # More rows than two chunks, the Keras reference rows among them, the rest noise.
+    batch = np.concatenate([x, rand(2 * rows + 3 - len(x), *x.shape[1:])])
+    got = module.predict(batch)
+    assert got.shape == (len(batch),) + y.shape[1:] and got.dtype == np.float32
+    close(got[: len(x)], y.astype(np.float64))
+    for i in (len(x), rows - 1, rows, 2 * rows + 2):
+        close(got[i : i + 1], module.predict(batch[i : i + 1]).astype(np.float64))
