@@ -603,3 +603,32 @@ def test_large_batches_run_in_row_chunks_with_the_same_results(tmp_path, name):
     close(got[: len(x)], y.astype(np.float64))
     for i in (len(x), rows - 1, rows, 2 * rows + 2):
         close(got[i : i + 1], module.predict(batch[i : i + 1]).astype(np.float64))
+
+
+def test_every_chunked_fixture_gives_the_same_rows_in_a_large_batch(tmp_path):
+    """Each fixture model whose file runs large batches in chunks: chunk edges change nothing."""
+    from conftest import FIXTURES, import_file, load_reference
+
+    from konverter import konvert
+    from konverter.errors import KonverterError
+
+    checked = []
+    for path in sorted(FIXTURES.glob("*/*__k[23]*")):
+        if path.suffix == ".npz" or "stateful" in path.parts or "hostile" in path.parts:
+            continue
+        try:
+            out = konvert(path, tmp_path / f"{path.stem}_{path.suffix[1:]}.py")
+        except KonverterError:
+            continue
+        source = out.read_text()
+        if "    if len(x0) > " not in source:
+            continue
+        rows = int(source.split("    if len(x0) > ")[1].split(":")[0])
+        predict = import_file(out).predict
+        (x,), _ = load_reference(path.with_suffix(".npz"))
+        batch = np.concatenate([x, rand(rows + 1, *x.shape[1:]).astype(x.dtype)])
+        got = predict(batch)
+        for i in (0, rows - 1, rows, rows + len(x)):
+            close(got[i : i + 1], predict(batch[i : i + 1]).astype(np.float64))
+        checked.append(path.name)
+    assert len(checked) >= 8, checked
