@@ -385,5 +385,5 @@ def row_chunk(program: Program) -> Optional[int]:
         if t.shape is None or None in t.shape:
             return None
         widest = max(widest, int(np.prod(t.shape)))
-    rows = max(16, min(4096, CHUNK_VALUES // max(widest, 1)))
+    rows = max(1, min(4096, CHUNK_VALUES // max(widest, 1)))  # 1: a sample alone is MBs
     return 1 << (rows.bit_length() - 1)  # a power of two: easy to read in the generated file

@@ -114,7 +114,8 @@ def conv_gather(x, kernel, bias, index, pads, out_size, relu=False):
     # Channels-last x; index: (windows, taps * C) flat positions in one padded sample, computed at
     # conversion (see gather_narrow_convs). One gather plus one product: where a window's
     # contiguous runs are short (few channels), this is ~2x faster than the strided im2col copy.
-    x = pad_spatial(x, pads, 0.0)
+    if pads:
+        x = pad_spatial(x, pads, 0.0)
     n = x.shape[0]
     y = (np.take(x.reshape(n, -1), index, axis=1) @ kernel).reshape((n,) + out_size + (kernel.shape[1],))
     return finish_conv(y, bias, relu, False)
