@@ -21,7 +21,7 @@ from . import runtime
 from .graph import Program
 from .layers import activations as act
 from .layers import core
-from .layers.base import Const, Tensor
+from .layers.base import Const, Derived, Tensor
 from .optimize import ConstView, DenseChain, optimize, row_chunk
 
 BLOB_LINE = 4096  # characters of base64 per line of the generated file
@@ -162,6 +162,13 @@ def generate(
             weights.append(const.array)
         return weight_ids[key]
 
+    derived: dict[str, str] = {}  # "gather_index((26, 26), ...)" -> "_d0": computed once at import
+
+    def derived_name(value: Derived) -> str:
+        _dependencies(value.fn, funcs, constants)
+        call = f"{value.fn.__name__}({', '.join(literal(a) for a in value.args)})"
+        return derived.setdefault(call, f"_d{len(derived)}")
+
     def view_name(view: ConstView) -> str:
         base = weight_name(view.base)
         views[f"{base}_kernel"] = f"{base}[:-1]"
@@ -193,6 +200,8 @@ def generate(
             return weight_name(value)
         if isinstance(value, ConstView):
             return view_name(value)
+        if isinstance(value, Derived):
+            return derived_name(value)
         if isinstance(value, list):
             return "[" + ", ".join(render(v) for v in value) + "]"
         if isinstance(value, types.FunctionType):  # a layer function passed to another (an activation)
@@ -368,6 +377,10 @@ def generate(
             w("# Kernels with the bias as last row (for the one-sample path); the batch path uses their parts.")
             for name in sorted(views, key=_natural):
                 w(f"{name} = {views[name]}")
+    if derived:
+        w("# Arrays computed once at import from the model's geometry, not stored.")
+        for call, name in derived.items():
+            w(f"{name} = {call}")
     if check is not None:
         _check_data(w, check)
     w(END_LINE)

@@ -519,7 +519,7 @@ def test_batchnorm_is_not_folded_into_a_shared_convolution_output():
 )
 @pytest.mark.parametrize("relu", [False, True])
 def test_gather_rewrite_matches_naive_loop(size, ks, strides, dilation, padding, relu):
-    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.base import Const, Derived, Op, Tensor
     from konverter.layers.conv import conv_gather, gather_narrow_convs
 
     c, f = 2, 3  # two channels: contiguous window runs shorter than GATHER_RUN, so the rewrite applies
@@ -535,7 +535,9 @@ def test_gather_rewrite_matches_naive_loop(size, ks, strides, dilation, padding,
     ]
     gather_narrow_convs(ops, [])
     assert ops[0].fn is conv_gather
-    args = [a.array if isinstance(a, Const) else a for a in ops[0].args[1:]]
+    args = [
+        a.array if isinstance(a, Const) else a.fn(*a.args) if isinstance(a, Derived) else a for a in ops[0].args[1:]
+    ]
     want = naive_conv(x, kernel, bias, strides, dilation, padding)
     close(conv_gather(x, *args, **ops[0].kwargs), np.maximum(want, 0.0) if relu else want)
     close(conv_gather(x[:1], *args, **ops[0].kwargs), (np.maximum(want, 0.0) if relu else want)[:1])

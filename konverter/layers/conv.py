@@ -13,12 +13,14 @@ Padding follows TensorFlow exactly: 'same' puts the odd extra row/column at the 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import BadModelFile
 from .activations import activation_name, apply_activation
 from .activations import relu as relu_activation
-from .base import PROGRAM_PASSES, Const, Layer, Op, Tensor, as_int, as_int_tuple, converter
+from .base import PROGRAM_PASSES, Const, Derived, Layer, Op, Tensor, as_int, as_int_tuple, converter
 from .normalization import scale_shift
 
 # ----------------------------------------------------------------------------- geometry
@@ -111,8 +113,8 @@ def conv(x, kernel, bias, kernel_size, strides, dilation, padding, channels_firs
 
 
 def conv_gather(x, kernel, bias, index, pads, out_size, relu=False):
-    # Channels-last x; index: (windows, taps * C) flat positions in one padded sample, computed at
-    # conversion (see gather_narrow_convs). One gather plus one product: where a window's
+    # Channels-last x; index: (windows, taps * C) flat positions in one padded sample (gather_index,
+    # see gather_narrow_convs). One gather plus one product: where a window's
     # contiguous runs are short (few channels), this is ~2x faster than the strided im2col copy.
     if pads:
         x = pad_spatial(x, pads, 0.0)
@@ -499,19 +501,22 @@ def fuse_relu_into_conv(ops: list, outputs: list) -> None:
 PROGRAM_PASSES.extend([fold_batchnorm_into_conv, fuse_relu_into_conv])
 
 
-# A gather index costs file space (4 bytes per entry): convolutions whose index would be larger
-# keep the strided im2col. Windows whose contiguous runs (last kernel axis * channels) reach
-# GATHER_RUN values copy as fast through the strided view (measured: runs of 3 gather 1.4-2.3x
-# faster, runs of 9-15 break even, runs of 24-48 copy 1.2-1.8x faster than they gather).
-GATHER_MAX_ENTRIES = 1 << 17
+# The gather index lives in memory (8 bytes per entry, built at import): convolutions whose index
+# would be larger keep the strided im2col. Windows whose contiguous runs (last kernel axis *
+# channels) reach GATHER_RUN values copy as fast through the strided view (measured: runs of 3
+# gather 1.4-2.3x faster, runs of 9-15 break even, runs of 24-48 copy 1.2-1.8x faster).
+GATHER_MAX_ENTRIES = 1 << 20
 GATHER_RUN = 9
 
 
-def patch_index(size: tuple, channels: int, kernel_size: tuple, strides: tuple, dilation: tuple) -> np.ndarray:
-    """Flat positions in one (*size, channels) sample of every window's (taps..., channels) values."""
-    ids = np.arange(int(np.prod(size)) * channels, dtype=np.int64).reshape((1, *size, channels))
+def gather_index(size, channels, kernel_size, strides, dilation):
+    # Flat positions, in one (*size, channels) sample, of every window's (taps..., channels) values,
+    # in the kernel's row order. Pure geometry: the generated file builds it once at import.
+    ids = np.arange(math.prod(size) * channels, dtype=np.intp).reshape((1,) + tuple(size) + (channels,))
     windows = sliding_windows(ids, kernel_size, strides, dilation, "valid", 0)
-    return windows.reshape(-1, int(np.prod(kernel_size)) * channels)
+    index = windows.reshape(-1, math.prod(kernel_size) * channels)
+    index.flags.writeable = False
+    return index
 
 
 def gather_narrow_convs(ops: list, outputs: list) -> None:
@@ -531,11 +536,10 @@ def gather_narrow_convs(ops: list, outputs: list) -> None:
         entries = int(np.prod(out_size)) * int(np.prod(ks)) * channels
         if run >= GATHER_RUN or entries > GATHER_MAX_ENTRIES or int(np.prod(padded)) * channels >= 2**31:
             continue
-        index = patch_index(padded, channels, ks, st, dil).astype(np.int32)
         pads = pads if any(lo or hi for lo, hi in pads) else ()
         ops[i] = Op(
             conv_gather,
-            (x, op.args[1], op.args[2], Const(index), pads, out_size),
+            (x, op.args[1], op.args[2], Derived(gather_index, (padded, channels, ks, st, dil)), pads, out_size),
             {"relu": bool(kwargs.get("relu"))},
             op.outputs,
             op.layer,
