@@ -363,7 +363,7 @@ ROW_WISE = (
     | {act.prelu, core.dense, core.dense_no_bias, core.dense_relu, *AFFINE}
     | {conv.conv, conv.conv_gather, conv.conv_grouped, conv.depthwise_conv, conv.separable_conv}
     | {conv.conv_transpose, pooling.max_pool, pooling.average_pool, pooling.global_max_pool}
-    | {pooling.global_average_pool, pooling.global_sum_pool}
+    | {pooling.global_average_pool, pooling.global_average_product}
     | {reshaping.flatten, reshaping.flatten_channels_first, reshaping.reshape, reshaping.zero_pad}
     | {reshaping.crop, reshaping.upsample_nearest, reshaping.upsample_bilinear}
 )

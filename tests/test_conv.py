@@ -562,28 +562,19 @@ def test_gather_rewrite_keeps_wide_windows_and_unknown_sizes_strided():
         assert ops[0].fn is conv
 
 
-@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("size", [(7,), (4, 5), (3, 2, 4)])
 @pytest.mark.parametrize("channels_first", [False, True])
-def test_mean_of_global_average_pooling_folds_into_the_next_dense(shared, channels_first):
-    from konverter.layers.base import Const, Op, Tensor
-    from konverter.layers.core import dense
-    from konverter.layers.pooling import fold_mean_into_dense, global_sum_pool
+def test_global_average_as_one_product_matches_the_mean(size, channels_first):
+    from konverter.layers.pooling import global_average_product, mean_weights
 
-    x, kernel, bias = rand(2, 4, 5, 3), rand(3, 6), rand(6)
-    want = x.astype(np.float64).mean(axis=(1, 2)) @ kernel + bias
-    axes, shape = (1, 2), (4, 5, 3)
+    x = rand(2, *size, 3)
+    want = x.astype(np.float64).mean(axis=tuple(range(1, len(size) + 1)))
+    weights = mean_weights(int(np.prod(size)))
+    assert weights.dtype == np.float32 and not weights.flags.writeable
     if channels_first:
-        x, axes, shape = np.moveaxis(x, -1, 1), (2, 3), (3, 4, 5)
-    t, y = Tensor((3,)), Tensor((6,))
-    ops = [
-        Op(global_average_pool, (Tensor(shape),), {"axes": axes, "keepdims": False}, (t,)),
-        Op(dense, (t, Const(kernel), Const(bias)), {}, (y,)),
-    ]
-    fold_mean_into_dense(ops, [y, t] if shared else [y])
-    assert (ops[0].fn is global_average_pool) == shared and (ops[0].fn is global_sum_pool) != shared
-    consts = [a.array if isinstance(a, Const) else x for a in ops[0].args]
-    pooled = ops[0].fn(*consts, **ops[0].kwargs)
-    close(dense(pooled, ops[1].args[1].array, bias), want)
+        x = np.moveaxis(x, -1, 1)
+    close(global_average_product(x, weights, channels_first), want)
+    close(global_average_product(x[:1], weights, channels_first), want[:1])
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,10 @@
 Every convolution works on channels-last data (channels-first layers move the channel axis
 around the call). A regular convolution is ONE matrix multiply: a strided view of the padded
 input gives every window as (kernel taps..., channels), the same order as Keras's kernel, so
-`reshape` to (windows, taps * channels) is one contiguous im2col copy. Depthwise convolutions
-are one einsum over the same window view. Transposed
-convolutions multiply once and scatter-add each kernel tap into the output.
+`reshape` to (windows, taps * channels) is one contiguous im2col copy. With few channels (short
+contiguous runs) a rewrite uses one `np.take` of import-time patch indices instead (conv_gather).
+Depthwise convolutions are one einsum over the same window view. Transposed convolutions
+multiply once and scatter-add each kernel tap into the output.
 
 Padding follows TensorFlow exactly: 'same' puts the odd extra row/column at the end,
 'causal' pads on the left only. Keras computes cross-correlations (no kernel flip).
