@@ -22,8 +22,8 @@ from . import runtime
 from .graph import Program
 from .layers import activations as act
 from .layers import core
-from .layers.base import Const, Tensor
-from .optimize import ConstView, DenseChain, optimize
+from .layers.base import Const, Derived, Tensor
+from .optimize import ConstView, DenseChain, optimize, row_chunk
 
 BLOB_LINE = 4096  # characters of base64 per line of the generated file
 ALIGN = 64  # byte alignment of each weight inside the blob
@@ -163,6 +163,13 @@ def generate(
             weights.append(const.array)
         return weight_ids[key]
 
+    derived: dict[str, str] = {}  # "gather_index((26, 26), ...)" -> "_d0": computed once at import
+
+    def derived_name(value: Derived) -> str:
+        _dependencies(value.fn, funcs, constants)
+        call = f"{value.fn.__name__}({', '.join(literal(a) for a in value.args)})"
+        return derived.setdefault(call, f"_d{len(derived)}")
+
     def view_name(view: ConstView) -> str:
         base = weight_name(view.base)
         views[f"{base}_kernel"] = f"{base}[:-1]"
@@ -194,6 +201,8 @@ def generate(
             return weight_name(value)
         if isinstance(value, ConstView):
             return view_name(value)
+        if isinstance(value, Derived):
+            return derived_name(value)
         if isinstance(value, list):
             return "[" + ", ".join(render(v) for v in value) + "]"
         if isinstance(value, types.FunctionType):  # a layer function passed to another (an activation)
@@ -305,6 +314,10 @@ def generate(
             w(line)
     elif n_in == 1:
         w("    x0, batched = as_batch(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
+        rows = row_chunk(program)
+        if rows is not None:  # every op row-wise: a large batch in chunks, intermediates stay small
+            w(f"    if len(x0) > {rows}:")
+            w(f"        return np.concatenate([predict(x0[i : i + {rows}]) for i in range(0, len(x0), {rows})])")
     else:
         w("    given = collect_inputs(inputs, INPUT_NAMES)")
         for i in range(n_in):
@@ -359,6 +372,10 @@ def generate(
             w("# Kernels with the bias as last row (for the one-sample path); the batch path uses their parts.")
             for name in sorted(views, key=_natural):
                 w(f"{name} = {views[name]}")
+    if derived:
+        w("# Arrays computed once at import from the model's geometry, not stored.")
+        for call, name in derived.items():
+            w(f"{name} = {call}")
     if check is not None:
         _check_data(w, check)
     w(END_LINE)

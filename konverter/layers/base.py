@@ -45,6 +45,15 @@ class Const:
 
 
 @dataclass(eq=False)
+class Derived:
+    """An array the generated file computes once at import as fn(*args) (a layer function, literal
+    arguments) instead of storing it: e.g. a convolution's gather indices, pure geometry."""
+
+    fn: Callable
+    args: tuple
+
+
+@dataclass(eq=False)
 class Op:
     fn: Callable
     args: tuple
