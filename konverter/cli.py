@@ -161,10 +161,19 @@ def _ctrl_c():
         _INTERRUPTED.set()
         raise KeyboardInterrupt
 
+    def unraisable(info) -> None:
+        # Where Python drops the interrupt (a weakref callback, __del__) it would print a traceback:
+        # keep the flag instead, and the run stops at the next check.
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            _INTERRUPTED.set()
+        else:
+            previous_hook(info)
+
     try:
         previous = signal.signal(signal.SIGINT, on_sigint)
     except ValueError:  # not the main thread: keep Python's own handling
         previous = None
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
         _check_interrupt()
@@ -174,6 +183,7 @@ def _ctrl_c():
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
         _INTERRUPTED.clear()
 
 
