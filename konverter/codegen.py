@@ -22,7 +22,7 @@ from . import runtime
 from .graph import Program
 from .layers import activations as act
 from .layers import core
-from .layers.base import Const, Derived, Tensor
+from .layers.base import Const, Derived, Tensor, tensors_in
 from .optimize import ConstView, DenseChain, optimize, row_chunk
 
 BLOB_LINE = 4096  # characters of base64 per line of the generated file
@@ -111,16 +111,6 @@ class _Names:
             self.free.append(int(name[1:]))
 
 
-def _tensors_in(value: Any) -> list:
-    if isinstance(value, Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors_in(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors_in(v)]
-    return []
-
-
 def generate(
     program: Program,
     source_name: str,
@@ -179,7 +169,7 @@ def generate(
     # Liveness: the last op that reads each tensor; model outputs live to the end.
     last_use: dict[int, int] = {}
     for i, op in enumerate(program.ops):
-        for t in _tensors_in([op.args, op.kwargs]):
+        for t in tensors_in([op.args, op.kwargs]):
             last_use[id(t)] = i
     for t in program.outputs:
         last_use[id(t)] = len(program.ops)
@@ -220,7 +210,7 @@ def generate(
             current_layer = op.layer
         args = [render(a) for a in op.args] + [f"{k}={render(v)}" for k, v in op.kwargs.items()]
         call = f"{op.fn.__name__}({', '.join(args)})"
-        for t in {id(t): t for t in _tensors_in([op.args, op.kwargs])}.values():
+        for t in {id(t): t for t in tensors_in([op.args, op.kwargs])}.values():
             if last_use.get(id(t)) == i:
                 pool.give(names[id(t)])
         outs = []

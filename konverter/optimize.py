@@ -24,18 +24,12 @@ import numpy as np
 from .graph import Program
 from .layers import activations as act
 from .layers import conv, core, normalization, pooling, reshaping
-from .layers.base import Const, Op, Tensor
+from .layers.base import Const, Op, Tensor, tensors_in
 
 DENSE = (core.dense, core.dense_no_bias)
 AFFINE = (normalization.scale_shift, normalization.scale_only)
-# Functions whose result is always a new array (never a view of an argument). Only such results
-# may be overwritten in place. Another family's functions join by being listed here.
-FRESH = {
-    core.dense,
-    core.dense_no_bias,
-    core.dense_relu,
-    normalization.scale_shift,
-    normalization.scale_only,
+# Activations a Dense chain's last layer may end with (they return a new array of the same shape).
+ELEMENTWISE = {
     act.relu,
     act.relu6,
     act.relu_general,
@@ -55,11 +49,21 @@ FRESH = {
     act.gelu,
     act.gelu_tanh,
     act.mish,
+    act.log_sigmoid,
     act.softmax,
     act.log_softmax,
-    act.log_sigmoid,
-    act.prelu,
 }
+
+# Functions whose result is always a new array (never a view of an argument). Only such results
+# may be overwritten in place. Another family's functions join by being listed here.
+FRESH = {
+    core.dense,
+    core.dense_no_bias,
+    core.dense_relu,
+    normalization.scale_shift,
+    normalization.scale_only,
+    act.prelu,
+} | ELEMENTWISE
 IN_PLACE = {act.relu: act.relu_inplace, act.tanh: act.tanh_inplace, act.softmax: act.softmax_inplace}
 # In-place functions return their (fresh) argument, so their results are fresh too.
 FRESH |= set(IN_PLACE.values())
@@ -118,21 +122,11 @@ def _arguments(op: Op) -> dict:
         return {}
 
 
-def _tensors(value: Any) -> list:
-    if isinstance(value, Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _tensors(v)]
-    return []
-
-
 def _readers(ops: list) -> dict:
     """Tensor id -> number of ops that read it."""
     count: dict[int, int] = {}
     for op in ops:
-        for key in {id(t) for t in _tensors([op.args, op.kwargs])}:
+        for key in {id(t) for t in tensors_in([op.args, op.kwargs])}:
             count[key] = count.get(key, 0) + 1
     return count
 
@@ -193,7 +187,7 @@ def fold_affine(ops: list, outputs: list) -> list:
         producer = {id(t): i for i, op in enumerate(ops) for t in op.outputs}
         users: dict[int, list] = {}
         for i, op in enumerate(ops):
-            for key in {id(t) for t in _tensors([op.args, op.kwargs])}:
+            for key in {id(t) for t in tensors_in([op.args, op.kwargs])}:
                 users.setdefault(key, []).append(i)
         new: dict[int, Op] = {}  # index -> replacement
         removed: set = set()
@@ -272,33 +266,6 @@ def run_in_place(ops: list, outputs: list) -> list:
         for t in op.outputs:
             producer[id(t)] = op
     return result
-
-
-# Activations a Dense chain's last layer may end with (they return a new array of the same shape).
-ELEMENTWISE = {
-    act.relu,
-    act.relu6,
-    act.relu_general,
-    act.leaky_relu,
-    act.sigmoid,
-    act.tanh,
-    act.hard_sigmoid_keras2,
-    act.hard_sigmoid,
-    act.hard_silu,
-    act.softplus,
-    act.softsign,
-    act.elu,
-    act.selu,
-    act.celu,
-    act.exponential,
-    act.swish,
-    act.gelu,
-    act.gelu_tanh,
-    act.mish,
-    act.log_sigmoid,
-    act.softmax,
-    act.log_softmax,
-}
 
 
 def _chain_activation(op: Op, last: bool) -> bool:

@@ -210,6 +210,17 @@ class Layer:
         return list(outs)
 
 
+def tensors_in(value: Any) -> list:
+    """Every Tensor inside nested lists, tuples and dicts (an op's args and kwargs), in order."""
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in tensors_in(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in tensors_in(v)]
+    return []
+
+
 def _wrap(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return Const(value)
