@@ -226,7 +226,7 @@ def return_state_functional(K, fmt):
 
 
 def benchmark_gru(K, fmt):
-    # The benchmark model: (20, 8) -> GRU 32 -> Dense 16 relu -> Dense 4 softmax (scripts/bench_gru.py).
+    # The benchmark model: (20, 8) -> GRU 32 -> Dense 16 relu -> Dense 4 softmax.
     if fmt not in ("k2h5", "k3keras"):
         return None
     L = K.layers
