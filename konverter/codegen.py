@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import copy
 import inspect
 import math
 import re
@@ -534,8 +535,13 @@ def inline(fn: Callable, args: list, kwargs: dict, target: str | None) -> list |
     params = [a.arg for a in spec.args]
     if spec.vararg or spec.kwarg or spec.kwonlyargs or spec.defaults or len(args) + len(kwargs) != len(params):
         return None
-    mapping = dict(zip(params, args))
-    mapping.update({k: literal(v) for k, v in kwargs.items()})
+    # Replacement nodes: our own variable names for the arguments, constants for the keywords.
+    mapping = {p: ast.Name(id=a, ctx=ast.Load()) for p, a in zip(params, args)}
+    for key, value in kwargs.items():
+        node = _constant_node(value)
+        if node is None:
+            return None
+        mapping[key] = node
     if set(mapping) != set(params):
         return None
     statements = [st for st in tree.body if not (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant))]
@@ -553,7 +559,7 @@ def inline(fn: Callable, args: list, kwargs: dict, target: str | None) -> list |
         def visit_Name(self, node: ast.Name) -> ast.AST:
             if node.id not in mapping:
                 return node
-            return ast.copy_location(ast.parse(mapping[node.id], mode="eval").body, node)
+            return ast.copy_location(copy.deepcopy(mapping[node.id]), node)
 
     lines = []
     for st in statements:
@@ -567,6 +573,18 @@ def inline(fn: Callable, args: list, kwargs: dict, target: str | None) -> list |
         else:
             lines.append(code)
     return lines
+
+
+def _constant_node(value: Any) -> ast.expr | None:
+    """An AST constant for a keyword argument (a number, string, None or tuple of them), else None."""
+    if isinstance(value, tuple):
+        items = [_constant_node(v) for v in value]
+        return None if any(i is None for i in items) else ast.Tuple(elts=items, ctx=ast.Load())
+    if value is None or isinstance(value, (bool, int, float, str)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return ast.Constant(value)
+    return None
 
 
 def quietly(body: list, indent: str) -> list:

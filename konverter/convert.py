@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.abc
+import importlib.util
 import json
 import os
 import secrets
@@ -103,11 +105,25 @@ def _run_self_check(source: str, embed_check: str | os.PathLike) -> None:
         raise UsageError(f"{os.fspath(embed_check)}: does not fit the model ({str(err)[:160]})") from None
 
 
+class _GeneratedSource(importlib.abc.SourceLoader):
+    """Imports a generated module from memory, exactly as if it had been written to a file."""
+
+    def __init__(self, source: str, filename: str) -> None:
+        self.source, self.filename = source, filename
+
+    def get_filename(self, fullname: str) -> str:
+        return self.filename
+
+    def get_data(self, path: str) -> bytes:
+        return self.source.encode("utf-8")
+
+
 def module_from_source(source: str, name: str) -> types.ModuleType:
-    """Execute generated module text (ours, never text from a model file) in a fresh module namespace."""
-    module = types.ModuleType(name)
-    module.__dict__["__file__"] = f"<konverter: {name}>"
-    exec(compile(source, module.__file__, "exec"), module.__dict__)
+    """Import generated module text (ours, never text from a model file) as a fresh module, from memory."""
+    loader = _GeneratedSource(source, f"<konverter: {name}>")
+    spec = importlib.util.spec_from_loader(name, loader, origin=loader.filename)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
     return module
 
 
