@@ -154,7 +154,7 @@ class Builder:
         roots = list(outputs) + [final for _, final in self.state_slots if final is not None]
         ops = _live_ops(self.ops, roots)
         for program_pass in PROGRAM_PASSES:
-            program_pass(ops, outputs)
+            program_pass(ops, roots)  # the carried states are read after predict too
         return Program(name, inputs, outputs, names, as_dict, ops, self.layer_count, self.state_slots)
 
     # ------------------------------------------------------------------ Sequential
