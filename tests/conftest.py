@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,19 @@ def convert_and_import(model_path: Path, out_dir: Path, **options):
 
     out = konvert(model_path, out_dir / (model_path.stem + ".py"), **options)
     return import_file(out)
+
+
+def edit_keras_config(source: Path, target: Path, edit) -> Path:
+    """Copy a .keras archive with its config.json changed by `edit(config)` (weights untouched)."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "config.json":
+                config = json.loads(data)
+                edit(config)
+                data = json.dumps(config).encode()
+            out.writestr(info, data)
+    return target
 
 
 def assert_close(got, ref, what: str = "") -> None:

@@ -8,13 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from conftest import FIXTURES, assert_close, import_file, load_reference
+from conftest import FIXTURES, assert_close, edit_keras_config, import_file, load_reference
 
 import konverter
 from konverter.runtime import compare_outputs
@@ -33,19 +32,6 @@ def edit_h5_config(source: Path, target: Path, edit) -> Path:
         config = json.loads(f.attrs["model_config"])
         edit(config)
         f.attrs["model_config"] = json.dumps(config)
-    return target
-
-
-def edit_keras_config(source: Path, target: Path, edit) -> Path:
-    """Copy a .keras archive with its config.json changed."""
-    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as out:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename == "config.json":
-                config = json.loads(data)
-                edit(config)
-                data = json.dumps(config).encode()
-            out.writestr(info, data)
     return target
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import FIXTURES, import_file, load_reference
+from conftest import FIXTURES, edit_keras_config, import_file, load_reference
 
 import konverter
 from konverter import KonverterError
@@ -217,19 +217,6 @@ def test_hostile_source_file_name(sandbox):
     np.testing.assert_allclose(module.predict(xs[0]), ys[0], rtol=1e-4, atol=1e-5)
 
 
-def _with_config(src: Path, dst: Path, mutate) -> Path:
-    """Copy a .keras archive with its config.json changed by `mutate(config)`."""
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for info in zin.infolist():
-            data = zin.read(info)
-            if info.filename == "config.json":
-                config = json.loads(data)
-                mutate(config)
-                data = json.dumps(config).encode()
-            zout.writestr(info, data)
-    return dst
-
-
 PAYLOAD = f"relu'); __import__('os').system('touch {MARKER_FILE}') #\n"
 
 
@@ -262,7 +249,7 @@ def _set_axis_string(config):
 def test_hostile_config_values_are_refused_cleanly(mutate, sandbox):
     """Other config strings (activation, dtype, class names, axes) are checked, never pasted into code."""
     tmp, _ = sandbox
-    bad = _with_config(HOSTILE / "identifier_seq__k3keras.keras", tmp / "bad.keras", mutate)
+    bad = edit_keras_config(HOSTILE / "identifier_seq__k3keras.keras", tmp / "bad.keras", mutate)
     out = tmp / "out.py"
     with pytest.raises(KonverterError) as info:
         konverter.konvert(bad, out)

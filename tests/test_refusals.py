@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import zipfile
-
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, edit_keras_config
 
 from konverter import UnsupportedModel, konvert
-
-
-def _rewrite_config(source, target, edit) -> None:
-    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
-        for info in zin.infolist():
-            data = zin.read(info)
-            if info.filename == "config.json":
-                config = json.loads(data)
-                edit(config)
-                data = json.dumps(config).encode()
-            zout.writestr(info, data)
 
 
 @pytest.mark.parametrize(
@@ -35,7 +21,7 @@ def test_quantized_layers_are_refused_by_name(tmp_path, policy):
     def quantize(config):
         config["config"]["layers"][1]["config"]["dtype"] = policy
 
-    _rewrite_config(FIXTURES / "core" / "dense_relu__k3keras.keras", model, quantize)
+    edit_keras_config(FIXTURES / "core" / "dense_relu__k3keras.keras", model, quantize)
     with pytest.raises(UnsupportedModel, match=r"quantized weights \(.*_from_float32\)"):
         konvert(model, tmp_path / "out.py")
     assert not (tmp_path / "out.py").exists()
