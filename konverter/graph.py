@@ -13,7 +13,7 @@ from .errors import BadModelFile, KonverterError, UnsupportedModel
 from .h5reader import ModelFile
 from .h5reader import config as cfgmod
 from .layers import CONVERTERS, Layer, Tensor
-from .layers.base import MASK_POLICY, PROGRAM_PASSES
+from .layers.base import MASK_POLICY
 
 REFUSED = {
     "Lambda": "runs Python code stored in the file, which Konverter never executes",
@@ -153,8 +153,6 @@ class Builder:
         # Stateful models also need the ops that compute the state they carry to the next call.
         roots = list(outputs) + [final for _, final in self.state_slots if final is not None]
         ops = _live_ops(self.ops, roots)
-        for program_pass in PROGRAM_PASSES:
-            program_pass(ops, roots)  # the carried states are read after predict too
         return Program(name, inputs, outputs, names, as_dict, ops, self.layer_count, self.state_slots)
 
     # ------------------------------------------------------------------ Sequential

@@ -24,7 +24,7 @@ import numpy as np
 from .graph import Program
 from .layers import activations as act
 from .layers import conv, core, normalization, pooling, reshaping
-from .layers.base import Const, Op, Tensor, tensors_in
+from .layers.base import PROGRAM_PASSES, Const, Op, Tensor, tensors_in
 
 DENSE = (core.dense, core.dense_no_bias)
 AFFINE = (normalization.scale_shift, normalization.scale_only)
@@ -107,9 +107,18 @@ class DenseChain:
 
 
 def optimize(program: Program) -> tuple[Program, Optional[DenseChain]]:
-    """The rewritten program (same results) and, when the model is a Dense chain, its one-sample form."""
-    ops = fold_affine(list(program.ops), program.outputs)
-    ops = run_in_place(ops, program.outputs)
+    """The rewritten program (same results) and, when the model is a Dense chain, its one-sample form.
+
+    Every rewrite happens here: the layer families' own (`layers.base.PROGRAM_PASSES`, e.g. BatchNorm
+    into a convolution), then folding into Dense, then in-place activations. The values read after
+    the last op (outputs, and the states a stateful model carries) are never rewritten away.
+    """
+    roots = list(program.outputs) + [final for _, final in program.states if final is not None]
+    ops = list(program.ops)
+    for family_pass in PROGRAM_PASSES:
+        family_pass(ops, roots)
+    ops = fold_affine(ops, roots)
+    ops = run_in_place(ops, roots)
     return dense_chain(replace(program, ops=ops))
 
 

@@ -70,8 +70,9 @@ CONVERTERS: dict[str, Converter] = {}
 MASK_POLICY: dict[str, str] = {}
 
 
-# Rewrites of the whole op list, run once every layer is converted (all consumers known):
-# pass(ops, outputs) edits `ops` in place and must leave every result unchanged (up to float32 rounding).
+# A family's rewrites of the whole op list, run by konverter.optimize before code generation (all
+# consumers known): pass(ops, roots) edits `ops` in place, never rewrites away a value in `roots`
+# (outputs, carried states), and leaves every result unchanged (up to float32 rounding).
 PROGRAM_PASSES: list[Callable[[list, list], None]] = []
 
 

@@ -15,13 +15,14 @@ Padding follows TensorFlow exactly: 'same' puts the odd extra row/column at the 
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 
 from ..errors import BadModelFile
 from .activations import activation_name, apply_activation
 from .activations import relu as relu_activation
-from .base import PROGRAM_PASSES, Const, Derived, Layer, Op, Tensor, as_int, as_int_tuple, converter
+from .base import PROGRAM_PASSES, Const, Derived, Layer, Op, Tensor, as_int, as_int_tuple, converter, tensors_in
 from .normalization import scale_shift
 
 # ----------------------------------------------------------------------------- geometry
@@ -413,21 +414,8 @@ CONV_BIAS_ARG = {conv: 2, conv_grouped: 2, depthwise_conv: 2, conv_transpose: 2,
 
 def private_conv_inputs(ops: list, outputs: list, fn) -> list:
     """(op, source) pairs: `op` calls `fn` on the output of convolution `source`, its only reader."""
-    uses: dict[int, int] = {}
-
-    def count(value: object) -> None:
-        if isinstance(value, Tensor):
-            uses[id(value)] = uses.get(id(value), 0) + 1
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                count(item)
-        elif isinstance(value, dict):
-            for item in value.values():
-                count(item)
-
-    for op in ops:
-        count([op.args, op.kwargs])
-    count(outputs)
+    uses = Counter(id(t) for op in ops for t in tensors_in([op.args, op.kwargs]))
+    uses.update(id(t) for t in tensors_in(list(outputs)))
     producer: dict[int, Op] = {id(t): op for op in ops for t in op.outputs}
     found = []
     for op in ops:
