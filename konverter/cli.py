@@ -20,6 +20,7 @@ from rich.text import Text
 
 from . import __version__
 from .batch import CONVERTED, FAILED, NOT_RUN, SKIPPED, Outcome, convert_many, convert_one, find_models, folder_targets
+from .codegen import text
 from .errors import (
     EXIT_BAD_FILE,
     EXIT_INTERRUPTED,
@@ -49,9 +50,9 @@ def _version(value: bool) -> None:
         raise typer.Exit(EXIT_OK)
 
 
-def _plain(text: object) -> str:
+def _plain(value: object) -> str:
     """A file name or message for the terminal: control characters (escape sequences) shown escaped."""
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(value))
 
 
 class WeightStorage(str, Enum):
@@ -71,11 +72,6 @@ def _print_json(data: object) -> None:
 def _cells(*values: str) -> list:
     """Table cells as plain text: names and paths with [brackets] are never read as rich markup."""
     return [Text(_plain(v)) for v in values]
-
-
-def _shown(value: str) -> str:
-    """A name from a model file as printable text (no control characters reach the terminal)."""
-    return ascii(value)[1:-1]
 
 
 @app.callback()
@@ -297,24 +293,24 @@ def inspect_command(
 
 
 def _print_summary(s: ModelSummary) -> None:
-    backend = f", backend {_shown(s.backend)}" if s.backend else ""
+    backend = f", backend {text(s.backend)}" if s.backend else ""
     out_console.print(
-        f"{s.path}: {s.format_description}, written by Keras {_shown(s.keras_version)}{backend}", markup=False
+        f"{s.path}: {s.format_description}, written by Keras {text(s.keras_version)}{backend}", markup=False
     )
-    table = Table(title=Text(f"Model {_shown(s.name)} ({_shown(s.model_class)})"), title_justify="left")
+    table = Table(title=Text(f"Model {text(s.name)} ({text(s.model_class)})"), title_justify="left")
     table.add_column("Layer (type)")
     table.add_column("Output shape")
     table.add_column("Param #", justify="right")
     table.add_column("Konverter")
     for layer in s.layers:
-        label = "  " * layer.depth + f"{_shown(layer.name)} ({_shown(layer.class_name)})"
+        label = "  " * layer.depth + f"{text(layer.name)} ({text(layer.class_name)})"
         support = "yes" if layer.supported else "no: " + layer.reason
         table.add_row(*_cells(label, layer.output_shape, f"{layer.params:,}", support))
     out_console.print(table)
     out_console.print(f"Total params: {s.total_params:,}", markup=False)
     for kind, items in (("Input", s.inputs), ("Output", s.outputs)):
         for item in items:
-            out_console.print(f"{kind} {_shown(item.name)}: {shape_text(item.shape)} {item.dtype}", markup=False)
+            out_console.print(f"{kind} {text(item.name)}: {shape_text(item.shape)} {item.dtype}", markup=False)
     if s.convertible:
         out_console.print("Konverter: can convert this model.", markup=False)
     else:
@@ -367,7 +363,7 @@ def _print_report(r: VerifyReport) -> None:
         table.add_column(column, justify="right" if "error" in column else "left")
     for c in r.checks:
         result = "ok" if c.ok else "DIFFERS"
-        table.add_row(*_cells(_shown(c.output), c.mode, f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", result))
+        table.add_row(*_cells(text(c.output), c.mode, f"{c.max_abs:.3g}", f"{c.max_rel:.3g}", result))
     (out_console if r.ok else err_console).print(table)
     if r.ok:
         out_console.print("verify: ok", markup=False)
