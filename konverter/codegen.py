@@ -21,6 +21,7 @@ import numpy as np
 
 from . import runtime
 from .graph import Program
+from .h5reader.text import escaped as text  # untrusted strings in comments and docstrings
 from .layers import activations as act
 from .layers import core
 from .layers.base import Const, Derived, Tensor, tensors_in
@@ -35,12 +36,6 @@ SETTINGS_LINE = "# konverter-settings: "
 WEIGHT_DTYPES = ("float32", "float16")  # options["weights"]: how float weights are stored in the file
 FLOAT16_MAX = 65504.0
 CHUNK_FLOATS = 2**19  # a large batch of a Dense chain runs in row chunks whose widest intermediate is ~2 MB
-
-
-def text(value: str, limit: int = 200) -> str:
-    """An untrusted string as printable ASCII for comments and docstrings (no quotes, no newlines)."""
-    shown = ascii(str(value))[1:-1]
-    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def literal(value: Any) -> str:

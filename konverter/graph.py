@@ -12,6 +12,7 @@ from typing import Any
 from .errors import BadModelFile, KonverterError, UnsupportedModel
 from .h5reader import ModelFile
 from .h5reader import config as cfgmod
+from .h5reader.text import label
 from .layers import CONVERTERS, Layer, Tensor
 from .layers.base import MASK_POLICY
 
@@ -59,7 +60,7 @@ def dtype_name(value: Any) -> str:
     # The name is written into the generated file (as a literal): only NumPy's plain dtype names pass.
     if value.isidentifier() and len(value) <= 20:
         raise UnsupportedModel(f"input dtype {value} is not supported")
-    raise BadModelFile(f"invalid dtype {_show(value)}")
+    raise BadModelFile(f"invalid dtype {label(value)}")
 
 
 def _shape_from(cfg: dict) -> tuple | None:
@@ -99,7 +100,7 @@ def unsupported_layers(entry: dict, found: list) -> None:
         refuses = getattr(CONVERTERS.get(cls), "refuses", None)
         why = refuses(layer) if refuses is not None else None
         if why:
-            found.append(f"{_show(name)} ({_show(cls, quote=False)}: {why})")
+            found.append(f"{label(name)} ({label(cls, quote=False)}: {why})")
             continue
         if cls in CONVERTERS or cls == "InputLayer":
             # Wrappers (Bidirectional, TimeDistributed): their inner layers are checked the same way.
@@ -117,13 +118,7 @@ def unsupported_layers(entry: dict, found: list) -> None:
             why = "keras.ops operation not supported"
         else:
             why = "not supported"
-        found.append(f"{_show(name)} ({_show(cls, quote=False)}: {why})")
-
-
-def _show(text: str, quote: bool = True) -> str:
-    text = ascii(text)[1:-1]
-    text = text if len(text) <= 60 else text[:57] + "..."
-    return f"'{text}'" if quote else text
+        found.append(f"{label(name)} ({label(cls, quote=False)}: {why})")
 
 
 class Builder:
@@ -205,11 +200,11 @@ class Builder:
             lname = ref[0]
             entry = layers.get(lname)
             if entry is None or cfgmod.class_of(entry) != "InputLayer":
-                raise BadModelFile(f"input_layers names {_show(lname)}, which is not an InputLayer of the model")
+                raise BadModelFile(f"input_layers names {label(lname)}, which is not an InputLayer of the model")
             icfg = cfgmod.config_of(entry)
             shape = _shape_from(icfg)
             if shape is None:
-                raise BadModelFile(f"input {_show(lname)} has no shape")
+                raise BadModelFile(f"input {label(lname)} has no shape")
             t = Tensor(shape, dtype_name(icfg.get("dtype")))
             inputs.append(ModelInput(lname, t))
             bound[lname] = t
@@ -231,11 +226,11 @@ class Builder:
         for e in entries:
             if cfgmod.class_of(e) == "InputLayer":
                 if cfgmod.name_of(e) not in bound:
-                    raise BadModelFile(f"InputLayer {_show(cfgmod.name_of(e))} is not a model input")
+                    raise BadModelFile(f"InputLayer {label(cfgmod.name_of(e))} is not a model input")
                 continue
             calls = e.get("inbound_nodes")
             if not isinstance(calls, list):
-                raise BadModelFile(f"layer {_show(cfgmod.name_of(e))} has no inbound_nodes list")
+                raise BadModelFile(f"layer {label(cfgmod.name_of(e))} has no inbound_nodes list")
             for k, call in enumerate(calls):
                 pending.append((e, k, call))
 
@@ -253,7 +248,7 @@ class Builder:
         def _offset(lname: str, node: int, in_io_list: bool) -> int:
             target = layers.get(lname)
             if target is None:
-                raise BadModelFile(f"a layer refers to {_show(lname)}, which is not in the model")
+                raise BadModelFile(f"a layer refers to {label(lname)}, which is not in the model")
             if cfgmod.is_model(target) and (keras2 or (in_io_list and cfgmod.class_of(target) != "Sequential")):
                 if keras2 and cfgmod.class_of(target) == "Sequential":
                     subs = cfgmod.sublayers(target)
@@ -296,7 +291,7 @@ class Builder:
                 for i, t in enumerate(out if isinstance(out, list) else [out]):
                     tensors[(lname, k, i)] = t
             if not progressed:
-                names = sorted({_show(cfgmod.name_of(e)) for e, _, _ in rest})
+                names = sorted({label(cfgmod.name_of(e)) for e, _, _ in rest})
                 raise BadModelFile("the layer graph has a cycle or an unreachable input: " + ", ".join(names[:10]))
             pending = rest
 
@@ -307,7 +302,7 @@ class Builder:
         try:
             outs = [resolve(list(r), in_io_list=True) for r in refs]
         except _Missing as missing:
-            raise BadModelFile(f"output {_show(missing.args[0][0])} is never computed") from None
+            raise BadModelFile(f"output {label(missing.args[0][0])} is never computed") from None
         if isinstance(out_spec, dict) and len(out_spec) == len(outs):
             return outs, sorted(out_spec), True
         return outs, [r[0] for r in refs], False
@@ -321,11 +316,11 @@ class Builder:
             inputs = [t for t in _flat(args) if isinstance(t, Tensor)]
             if cls == "Sequential":
                 if len(inputs) != 1:
-                    raise BadModelFile(f"nested Sequential {_show(name)} called on {len(inputs)} tensors")
+                    raise BadModelFile(f"nested Sequential {label(name)} called on {len(inputs)} tensors")
                 return self._sequential(entry, inputs[0], path)
             sub_inputs = [r[0] for r in _leaves(cfgmod.config_of(entry).get("input_layers"))]
             if len(sub_inputs) != len(inputs):
-                raise BadModelFile(f"nested model {_show(name)} takes {len(sub_inputs)} inputs, got {len(inputs)}")
+                raise BadModelFile(f"nested model {label(name)} takes {len(sub_inputs)} inputs, got {len(inputs)}")
             outs, _, _ = self._functional(entry, dict(zip(sub_inputs, inputs)), path)
             return outs if len(outs) > 1 else outs[0]
         if any(isinstance(t, Tensor) and t.shape is None for t in _flat(args)):
@@ -333,7 +328,7 @@ class Builder:
         self.layer_count += 1
         quantized = _quantized_policy(cfgmod.config_of(entry).get("dtype"))
         if quantized:
-            self.problems.append(f"layer {_show(name)} ({_show(cls, quote=False)}): quantized weights ({quantized})")
+            self.problems.append(f"layer {label(name)} ({label(cls, quote=False)}): quantized weights ({quantized})")
             return Tensor(None)
         layer = Layer(
             name=name,
@@ -363,9 +358,9 @@ class Builder:
             raise BadModelFile(
                 f"{layer.describe()} has an invalid config ({type(err).__name__}: {str(err)[:100]})"
             ) from None
-        label = f"{_show('/'.join(path))} ({_show(cls, quote=False)})"  # the path tells nested twins apart
+        comment = f"{label('/'.join(path))} ({label(cls, quote=False)})"  # the path tells nested twins apart
         for op in self.ops[start:]:
-            op.layer = label
+            op.layer = comment
         return out
 
 
@@ -399,7 +394,7 @@ def _quantized_policy(dtype: Any) -> str:
     if (isinstance(cls, str) and "Quantized" in cls) or (
         isinstance(name, str) and name.split("_from_")[0] in ("int8", "int4", "float8")
     ):
-        return _show(str(name or cls), quote=False)
+        return label(str(name or cls), quote=False)
     return ""
 
 

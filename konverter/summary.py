@@ -16,6 +16,7 @@ from .errors import KonverterError
 from .graph import REFUSED, Builder
 from .h5reader import ModelFile, read_model
 from .h5reader import config as cfgmod
+from .h5reader.text import label
 from .layers import CONVERTERS, Tensor
 
 Shape = tuple  # Keras style, batch axis first as None: (None, 28, 28, 1)
@@ -155,7 +156,7 @@ def _rows(model: ModelFile, entry: dict, prefix: tuple, depth: int, walker: _Wal
             if not reason:
                 reason = _class_reason(layer)
                 if reason:
-                    problems.append(f"{_show(name)} ({_show(cls, quote=False)}: {reason})")
+                    problems.append(f"{label(name)} ({label(cls, quote=False)}: {reason})")
             supported = not reason
         shapes = tuple(walker.shapes.get(path, ()))
         if cls == "InputLayer" and not shapes:
@@ -190,12 +191,6 @@ def _class_reason(entry: dict) -> str:
     else:
         why = "not supported"
     return why
-
-
-def _show(value: str, quote: bool = True) -> str:
-    shown = ascii(value)[1:-1]
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return f"'{shown}'" if quote else shown
 
 
 class _Walker(Builder):

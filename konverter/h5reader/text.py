@@ -15,6 +15,18 @@ def shown(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 4] + "..." + text[-1]
 
 
+def escaped(value: object, limit: int = 200) -> str:
+    """A string from the file as printable ASCII without quotes (comments, docstrings, tables), cut short."""
+    text = ascii(str(value))[1:-1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def label(value: object, quote: bool = True) -> str:
+    """A layer or class name from the file in a list of problems: escaped, at most 60 characters."""
+    text = escaped(value, 60)
+    return f"'{text}'" if quote else text
+
+
 def as_str(value: object) -> str:
     """One attribute value as `str`, whether h5py gave str, bytes, numpy.bytes_ or a 0-d array."""
     if isinstance(value, np.ndarray) and value.shape == ():

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import BadModelFile, UnsupportedModel
+from ..h5reader.text import shown
 
 Shape = tuple  # a tensor's shape WITHOUT the batch axis; None marks an unknown dimension
 
@@ -134,8 +135,7 @@ class Layer:
 
     def describe(self) -> str:
         # The name comes from the file: escaped (one printable line) and cut short (names may be 10,000 chars).
-        shown = ascii(self.name)
-        return f"layer {shown if len(shown) <= 62 else shown[:58] + '...' + shown[-1]} ({self.class_name})"
+        return f"layer {shown(self.name, 62)} ({self.class_name})"
 
     # ----- config and weights
     def get(self, key: str, default: Any = None) -> Any:
