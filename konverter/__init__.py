@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 
-__version__ = "0.1.0"
-
 from .convert import konvert, load  # noqa: E402
 from .errors import (  # noqa: E402
     BadModelFile,
@@ -27,6 +25,7 @@ from .errors import (  # noqa: E402
 )
 from .summary import LayerInfo, ModelSummary, TensorInfo, inspect_model  # noqa: E402
 from .verify import OutputCheck, VerifyReport, verify  # noqa: E402
+from .version import __version__  # noqa: E402
 
 
 def inspect(path: str | os.PathLike) -> ModelSummary:

@@ -18,7 +18,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
 from .batch import CONVERTED, FAILED, NOT_RUN, SKIPPED, Outcome, convert_many, convert_one, find_models, folder_targets
 from .codegen import text
 from .errors import (
@@ -32,6 +31,7 @@ from .errors import (
 )
 from .summary import ModelSummary, inspect_model, shape_text
 from .verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify
+from .version import __version__
 
 EPILOG = (
     "Exit codes: 0 done; 1 some files of a folder failed; 2 bad command line or unusable reference data; "

@@ -12,12 +12,13 @@ import secrets
 import types
 from pathlib import Path
 
-from . import __version__
-from .codegen import MARKER, SETTINGS_LINE, SOURCE_HASH_LINE, SelfCheck, generate, text
-from .errors import BadModelFile, MismatchError, OutputError, UsageError
-from .graph import Program, build_program
-from .h5reader import ModelFile, read_model
+from . import pipeline
+from .codegen import MARKER, SETTINGS_LINE, SOURCE_HASH_LINE, SelfCheck, text
+from .errors import MismatchError, OutputError, UsageError
+from .graph import Program
+from .h5reader import ModelFile
 from .reference import read_reference
+from .version import __version__
 
 
 def file_hash(path: str | os.PathLike) -> str:
@@ -60,15 +61,8 @@ def generate_source(
 
     `embed_check`: an .npz (x0.., y0..) whose first sample is stored in the module with a `self_check()`.
     """
-    try:
-        model = read_model(path)
-        program = build_program(model, options)
-    except RecursionError:
-        raise BadModelFile("the model config is nested too deeply") from None
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
-        # A config value of an unexpected type that no check caught: still the file's fault, still one line.
-        detail = str(err).splitlines()[0][:100] if str(err) else ""
-        raise BadModelFile(f"the model config is inconsistent ({type(err).__name__}: {detail})") from None
+    model = pipeline.read(path)
+    program = pipeline.build(model, options)
     check = None
     if embed_check is not None:
         reference = read_reference(embed_check)
@@ -79,16 +73,9 @@ def generate_source(
             )
         first = reference.first_sample()
         check = SelfCheck(Path(embed_check).name, first.inputs, first.outputs)
-    source = generate(
-        program,
-        Path(path).name,
-        model.keras_version,
-        file_hash(path),
-        __version__,
-        options,
-        settings=settings_text(options, embed_check),
-        check=check,
-    )
+    optimized = pipeline.optimize(program)
+    settings = settings_text(options, embed_check)
+    source = pipeline.emit(optimized, model, path, file_hash(path), options, settings=settings, check=check)
     if check is not None:
         _run_self_check(source, embed_check)
     return source, model, program

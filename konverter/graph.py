@@ -16,11 +16,7 @@ from .h5reader.text import label
 from .layers import CONVERTERS, Layer, Tensor
 from .layers.base import MASK_POLICY
 
-REFUSED = {
-    "Lambda": "runs Python code stored in the file, which Konverter never executes",
-    "TFOpLambda": "TensorFlow operation layers are not supported",
-    "SlicingOpLambda": "TensorFlow slicing layers are not supported",
-}
+REFUSED = {"Lambda": "runs Python code stored in the file, which Konverter never executes"}
 
 
 # Input dtypes the generated predict() accepts (its as_batch converts to them with np.asarray).
@@ -88,43 +84,66 @@ def converter_key(entry: dict) -> str:
     return f"ops.{cls}" if cfgmod.is_op_node(entry) else cls
 
 
+def refusal(entry: dict) -> str:
+    """Why a layer entry cannot be converted, judged from its config alone ("" when it can be tried).
+
+    The one place that says so: conversion and `inspect` both ask it.
+    """
+    cls = converter_key(entry)
+    # A converter may refuse by config before conversion (e.g. TFOpLambda by function name).
+    refuses = getattr(CONVERTERS.get(cls), "refuses", None)
+    why = refuses(entry) if refuses is not None else None
+    if why:
+        return why
+    if cls in CONVERTERS or cls == "InputLayer":
+        return ""
+    registered = entry.get("registered_name")
+    if cls in REFUSED:
+        return REFUSED[cls]
+    if isinstance(registered, str) and ">" in registered:
+        return "custom object; its code is not in the file"
+    if cls.startswith("ops."):
+        return "keras.ops operation not supported"
+    return "not supported"
+
+
 def unsupported_layers(entry: dict, found: list) -> None:
     """Collect every layer Konverter cannot convert, at any depth, as "'name' (Class: why)"."""
     for layer in cfgmod.sublayers(entry):
-        cls = converter_key(layer)
         if cfgmod.is_model(layer):
             unsupported_layers(layer, found)
             continue
-        name = cfgmod.name_of(layer)
-        # A converter may refuse by config before conversion (e.g. TFOpLambda by function name).
-        refuses = getattr(CONVERTERS.get(cls), "refuses", None)
-        why = refuses(layer) if refuses is not None else None
+        why = refusal(layer)
         if why:
-            found.append(f"{label(name)} ({label(cls, quote=False)}: {why})")
+            found.append(f"{label(cfgmod.name_of(layer))} ({label(converter_key(layer), quote=False)}: {why})")
             continue
-        if cls in CONVERTERS or cls == "InputLayer":
-            # Wrappers (Bidirectional, TimeDistributed): their inner layers are checked the same way.
-            cfg = cfgmod.config_of(layer)
-            wrapped = [cfg[k] for k in ("layer", "backward_layer") if isinstance(cfg.get(k), dict)]
-            if wrapped:
-                unsupported_layers({"class_name": "Sequential", "config": {"layers": wrapped}}, found)
-            continue
-        registered = layer.get("registered_name")
-        if cls in REFUSED:
-            why = REFUSED[cls]
-        elif isinstance(registered, str) and ">" in registered:
-            why = "custom object; its code is not in the file"
-        elif cls.startswith("ops."):
-            why = "keras.ops operation not supported"
-        else:
-            why = "not supported"
-        found.append(f"{label(name)} ({label(cls, quote=False)}: {why})")
+        # Wrappers (Bidirectional, TimeDistributed): their inner layers are checked the same way.
+        cfg = cfgmod.config_of(layer)
+        wrapped = [cfg[k] for k in ("layer", "backward_layer") if isinstance(cfg.get(k), dict)]
+        if wrapped:
+            unsupported_layers({"class_name": "Sequential", "config": {"layers": wrapped}}, found)
+
+
+class BuildObserver:
+    """Sees every layer call of a build (what `inspect` uses). With an observer the builder reports
+    problems to it and keeps walking instead of stopping at the first unsupported layer."""
+
+    def layer(self, path: tuple, entry: dict, out: Any, problem: str) -> Any:
+        """After each call: `out` is None or shapeless when the layer was not converted (`problem` says
+        why, "" when `refusal` does); the return value is what later layers receive."""
+        return out
+
+    def finished(self, inputs: list, outputs: list, names: list, problems: list) -> None:
+        """At the end: the model's inputs and outputs (empty when the graph itself is broken)."""
 
 
 class Builder:
-    def __init__(self, model: ModelFile, options: dict | None = None) -> None:
+    """Flattens a model's (nested) layer graph into one Program by calling each layer's converter."""
+
+    def __init__(self, model: ModelFile, options: dict | None = None, observer: BuildObserver | None = None) -> None:
         self.model = model
         self.options = options or {}
+        self.observer = observer
         self.ops: list = []
         self.problems: list[str] = []
         self.layer_count = 0
@@ -133,17 +152,24 @@ class Builder:
     # ------------------------------------------------------------------ entry point
     def build(self) -> Program:
         config = self.model.config
-        found: list[str] = []
-        unsupported_layers(config, found)
-        if found:
-            raise UnsupportedModel("unsupported layers: " + ", ".join(found))
+        if self.observer is None:
+            found: list[str] = []
+            unsupported_layers(config, found)
+            if found:
+                raise UnsupportedModel("unsupported layers: " + ", ".join(found))
         cls = cfgmod.class_of(config)
         name = str(cfgmod.config_of(config).get("name", "model"))
-        if cls == "Sequential":
-            inputs, outputs, names, as_dict = self._top_sequential(config)
-        else:
-            inputs, outputs, names, as_dict = self._top_functional(config)
-        if self.problems:
+        try:
+            top = self._top_sequential if cls == "Sequential" else self._top_functional
+            inputs, outputs, names, as_dict = top(config)
+        except KonverterError as err:
+            if self.observer is None:
+                raise
+            self.problems.append(str(err))  # the graph itself is broken: report what was found so far
+            inputs, outputs, names, as_dict = [], [], [], False
+        if self.observer is not None:
+            self.observer.finished(inputs, outputs, names, self.problems)
+        elif self.problems:
             raise UnsupportedModel("; ".join(self.problems))
         # Stateful models also need the ops that compute the state they carry to the next call.
         roots = list(outputs) + [final for _, final in self.state_slots if final is not None]
@@ -309,6 +335,21 @@ class Builder:
 
     # ------------------------------------------------------------------ one call
     def _call(self, entry: dict, prefix: tuple, args: list, kwargs: dict) -> Any:
+        if self.observer is None:
+            return self._convert(entry, prefix, args, kwargs)
+        path = prefix + (cfgmod.name_of(entry),)
+        if not cfgmod.is_model(entry) and refusal(entry):
+            return self.observer.layer(path, entry, None, "")
+        before = len(self.problems)
+        try:
+            out = self._convert(entry, prefix, args, kwargs)
+        except KonverterError as err:
+            self.problems.append(str(err))
+            out = None
+        problem = self.problems[-1] if len(self.problems) > before and not cfgmod.is_model(entry) else ""
+        return self.observer.layer(path, entry, out, problem)
+
+    def _convert(self, entry: dict, prefix: tuple, args: list, kwargs: dict) -> Any:
         cls = converter_key(entry)
         name = cfgmod.name_of(entry)
         path = prefix + (name,)

@@ -12,12 +12,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from .errors import KonverterError
-from .graph import REFUSED, Builder
-from .h5reader import ModelFile, read_model
+from . import pipeline
+from .graph import BuildObserver, converter_key, refusal
+from .h5reader import ModelFile
 from .h5reader import config as cfgmod
 from .h5reader.text import label
-from .layers import CONVERTERS, Tensor
+from .layers import Tensor
 
 Shape = tuple  # Keras style, batch axis first as None: (None, 28, 28, 1)
 
@@ -112,9 +112,9 @@ def inspect_model(path: str | os.PathLike) -> ModelSummary:
     Raises BadModelFile when the file is not a readable Keras model; an unsupported layer is not an
     error here (it is reported in `layers[i].supported` and `problems`).
     """
-    model = read_model(path)
+    model = pipeline.read(path)
     walker = _Walker(model)
-    walker.run()
+    pipeline.build(model, observer=walker)
     rows: list[LayerInfo] = []
     problems = list(walker.problems)
     _rows(model, model.config, (), 0, walker, rows, problems)
@@ -154,9 +154,9 @@ def _rows(model: ModelFile, entry: dict, prefix: tuple, depth: int, walker: _Wal
             params = sum(int(a.size) for a in model.layer_weights(path))
             reason = walker.reasons.get(path, "")
             if not reason:
-                reason = _class_reason(layer)
+                reason = refusal(layer)
                 if reason:
-                    problems.append(f"{label(name)} ({label(cls, quote=False)}: {reason})")
+                    problems.append(f"{label(name)} ({label(converter_key(layer), quote=False)}: {reason})")
             supported = not reason
         shapes = tuple(walker.shapes.get(path, ()))
         if cls == "InputLayer" and not shapes:
@@ -178,68 +178,31 @@ def _input_layer_shape(entry: dict) -> tuple:
     return ()
 
 
-def _class_reason(entry: dict) -> str:
-    """Why a layer class cannot be converted at all ("" when a converter exists)."""
-    cls = cfgmod.class_of(entry)
-    if cls in CONVERTERS or cls == "InputLayer":
-        return ""
-    registered = entry.get("registered_name")
-    if cls in REFUSED:
-        why = REFUSED[cls]
-    elif isinstance(registered, str) and ">" in registered:
-        why = "custom object; its code is not in the file"
-    else:
-        why = "not supported"
-    return why
-
-
-class _Walker(Builder):
-    """The graph builder, made tolerant: records each layer's output shapes and problems, never stops early."""
+class _Walker(BuildObserver):
+    """Records each layer's output shapes and problems; an unconverted layer's output is guessed."""
 
     def __init__(self, model: ModelFile) -> None:
-        super().__init__(model)
         self.shapes: dict[tuple, list] = {}
         self.reasons: dict[tuple, str] = {}
         self.hints = _shape_hints(model.config, ())
         self.inputs: list[TensorInfo] = []
         self.outputs: list[TensorInfo] = []
+        self.problems: list[str] = []
 
-    def run(self) -> None:
-        config = self.model.config
-        try:
-            if cfgmod.class_of(config) == "Sequential":
-                inputs, outs, names, _ = self._top_sequential(config)
-            else:
-                inputs, outs, names, _ = self._top_functional(config)
-        except KonverterError as err:  # the graph itself is broken: show what was found so far
-            self.problems.append(str(err))
-            return
-        self.inputs = [TensorInfo(i.name, _keras_shape(i.tensor), i.tensor.dtype) for i in inputs]
-        self.outputs = [TensorInfo(n, _keras_shape(t), t.dtype) for n, t in zip(names, outs)]
-
-    def _call(self, entry: dict, prefix: tuple, args: list, kwargs: dict) -> Any:
-        path = prefix + (cfgmod.name_of(entry),)
-        if not cfgmod.is_model(entry) and cfgmod.class_of(entry) not in CONVERTERS:
-            out: Any = self._guess(path)
-        else:
-            before = len(self.problems)
-            try:
-                out = super()._call(entry, prefix, args, kwargs)
-            except KonverterError as err:
-                self.problems.append(str(err))
-                out = None
-            if len(self.problems) > before and not cfgmod.is_model(entry):
-                self.reasons[path] = self.problems[-1]
-            if out is None or (isinstance(out, Tensor) and out.shape is None):
-                out = self._guess(path)
+    def layer(self, path: tuple, entry: dict, out: Any, problem: str) -> Any:
+        if problem:
+            self.reasons[path] = problem
+        if out is None or (isinstance(out, Tensor) and out.shape is None):
+            out = Tensor(self.hints.get(path))  # the shape its consumer was built with, if the file says
         outs = out if isinstance(out, list) else [out]
         shapes = [_keras_shape(t) if isinstance(t, Tensor) else None for t in outs]
         self.shapes.setdefault(path, []).append(shapes[0] if len(shapes) == 1 else tuple(shapes))
         return out
 
-    def _guess(self, path: tuple) -> Tensor:
-        """An unconverted layer's output: the shape its consumer was built with, if the file says."""
-        return Tensor(self.hints.get(path))
+    def finished(self, inputs: list, outputs: list, names: list, problems: list) -> None:
+        self.inputs = [TensorInfo(i.name, _keras_shape(i.tensor), i.tensor.dtype) for i in inputs]
+        self.outputs = [TensorInfo(n, _keras_shape(t), t.dtype) for n, t in zip(names, outputs)]
+        self.problems = list(problems)
 
 
 def _keras_shape(t: Tensor) -> Optional[Shape]:

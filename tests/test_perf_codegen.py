@@ -17,7 +17,7 @@ from konverter.graph import ModelInput, Program
 from konverter.layers import activations as act
 from konverter.layers import core, normalization, reshaping
 from konverter.layers.base import Const, Op, Tensor
-from konverter.optimize import dense_chain, fold_affine, optimize, run_in_place
+from konverter.rewrites import dense_chain, fold_affine, optimize, run_in_place
 
 PHONE = FIXTURES / "core" / "phone__k2h5.h5"
 rng = np.random.default_rng(42)
@@ -33,7 +33,7 @@ def build(inputs: list, outputs: list, ops: list) -> Program:
 
 def write_module(program: Program, tmp_path, name: str = "m", options: dict | None = None):
     path = tmp_path / f"{name}.py"
-    path.write_text(generate(program, "test.h5", "2.21.0", "0" * 64, "0.0", options), encoding="utf-8")
+    path.write_text(generate(*optimize(program), "test.h5", "2.21.0", "0" * 64, "0.0", options), encoding="utf-8")
     return import_file(path)
 
 
@@ -322,7 +322,7 @@ def test_unknown_weight_storage_is_refused():
     x, y = Tensor((2,)), Tensor((2,))
     program = build([ModelInput("x", x)], [y], [Op(core.dense_no_bias, (x, Const(weights(2, 2))), {}, (y,))])
     with pytest.raises(ValueError, match="float16"):
-        generate(program, "t.h5", "2.21.0", "0" * 64, "0.0", {"weights": "int8"})
+        generate(*optimize(program), "t.h5", "2.21.0", "0" * 64, "0.0", {"weights": "int8"})
 
 
 def test_float16_from_the_command_line(tmp_path):

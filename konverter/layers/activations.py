@@ -11,20 +11,23 @@ import math
 import numpy as np
 
 from ..errors import BadModelFile, UnsupportedModel
-from .base import Layer, Tensor, as_float, converter
+from .base import Layer, Tensor, as_float, converter, kernel
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
 
+@kernel(elementwise=True)
 def relu(x):
     return np.maximum(x, 0.0)
 
 
+@kernel(elementwise=True)
 def relu6(x):
     return np.clip(x, 0.0, 6.0)
 
 
+@kernel(elementwise=True)
 def relu_general(x, negative_slope, max_value, threshold):
     # Keras's ReLU layer: x above threshold (clipped at max_value), negative_slope*(x - threshold) below.
     y = x * (x > threshold) if threshold != 0.0 else np.maximum(x, 0.0)
@@ -35,56 +38,69 @@ def relu_general(x, negative_slope, max_value, threshold):
     return y
 
 
+@kernel(elementwise=True)
 def leaky_relu(x, negative_slope):
     return np.where(x > 0.0, x, x * negative_slope)
 
 
+@kernel(elementwise=True)
 def sigmoid(x):
     # exp of -|x| never overflows; both branches are exact rewrites of 1 / (1 + exp(-x)).
     e = np.exp(-np.abs(x))
     return np.where(x >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+@kernel(elementwise=True)
 def tanh(x):
     return np.tanh(x)
 
 
+@kernel(elementwise=True)
 def hard_sigmoid_keras2(x):
     return np.clip(x * 0.2 + 0.5, 0.0, 1.0)
 
 
+@kernel(elementwise=True)
 def hard_sigmoid(x):
     return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
 
 
+@kernel(elementwise=True)
 def hard_silu(x):
     return x * np.clip(x / 6.0 + 0.5, 0.0, 1.0)
 
 
+@kernel(elementwise=True)
 def softplus(x):
     return np.logaddexp(x, 0.0)
 
 
+@kernel(elementwise=True)
 def softsign(x):
     return x / (1.0 + np.abs(x))
 
 
+@kernel(elementwise=True)
 def elu(x, alpha):
     return np.where(x > 0.0, x, alpha * np.expm1(np.minimum(x, 0.0)))
 
 
+@kernel(elementwise=True)
 def selu(x):
     return SELU_SCALE * np.where(x > 0.0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
 
 
+@kernel(elementwise=True)
 def celu(x, alpha):
     return np.maximum(x, 0.0) + alpha * np.expm1(np.minimum(x, 0.0) / alpha)
 
 
+@kernel(elementwise=True)
 def exponential(x):
     return np.exp(x)
 
 
+@kernel(elementwise=True)
 def swish(x):
     return x * sigmoid(x)
 
@@ -97,29 +113,35 @@ def erf(x):
     return (np.sign(x) * (1.0 - poly * np.exp(-a * a))).astype(x.dtype)
 
 
+@kernel(elementwise=True)
 def gelu(x):
     return 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
 
 
+@kernel(elementwise=True)
 def gelu_tanh(x):
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * (x * x * x))))
 
 
+@kernel(elementwise=True)
 def mish(x):
     return x * np.tanh(np.logaddexp(x, 0.0))
 
 
+@kernel(elementwise=True)
 def softmax(x, axis):
     # np.maximum.reduce / np.add.reduce are what np.max / np.sum run, without ~1 us of Python dispatch.
     e = np.exp(x - np.maximum.reduce(x, axis=axis, keepdims=True))
     return e / np.add.reduce(e, axis=axis, keepdims=True)
 
 
+@kernel(elementwise=True)
 def log_softmax(x, axis):
     shifted = x - np.maximum.reduce(x, axis=axis, keepdims=True)
     return shifted - np.log(np.add.reduce(np.exp(shifted), axis=axis, keepdims=True))
 
 
+@kernel(elementwise=True)
 def log_sigmoid(x):
     return -np.logaddexp(-x, 0.0)
 
@@ -170,21 +192,25 @@ def sparsemax(x, axis):
     return np.maximum(x - tau, 0.0).astype(x.dtype)
 
 
+@kernel(fresh=True, row_wise=True)
 def prelu(x, alpha):
     return np.maximum(x, 0.0) + alpha * np.minimum(x, 0.0)
 
 
-# In-place variants, chosen by konverter.optimize only for a fresh array that nothing else reads.
+# In-place variants, chosen by konverter.rewrites.in_place only for a fresh array that nothing else reads.
 
 
+@kernel(in_place_of=relu)
 def relu_inplace(x):
     return np.maximum(x, 0.0, out=x)
 
 
+@kernel(in_place_of=tanh)
 def tanh_inplace(x):
     return np.tanh(x, out=x)
 
 
+@kernel(in_place_of=softmax)
 def softmax_inplace(x, axis):
     # ufunc.reduce: what np.max/np.sum compute, without their Python-level wrappers (2.6 us less).
     x -= np.maximum.reduce(x, axis=axis, keepdims=True)

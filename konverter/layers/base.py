@@ -8,8 +8,8 @@ directly and the code generator copies their source into the generated file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -71,10 +71,60 @@ CONVERTERS: dict[str, Converter] = {}
 MASK_POLICY: dict[str, str] = {}
 
 
-# A family's rewrites of the whole op list, run by konverter.optimize before code generation (all
-# consumers known): pass(ops, roots) edits `ops` in place, never rewrites away a value in `roots`
-# (outputs, carried states), and leaves every result unchanged (up to float32 rounding).
-PROGRAM_PASSES: list[Callable[[list, list], None]] = []
+@dataclass(frozen=True)
+class Traits:
+    """What the rewrites may assume about a layer function, declared where it is defined (`@kernel`).
+
+    A function with no declared traits is never rewritten, fused or run in place: the safe default.
+    """
+
+    elementwise: bool = False  # value by value, result of the input's shape (activations): fresh and row-wise
+    fresh: bool = False  # the result is always a new array, never a view of an argument: may be overwritten
+    row_wise: bool = False  # each output row depends on the same input row only: a batch may run in chunks
+    in_place: Optional[Callable] = None  # a twin that overwrites its first argument and returns it
+    overwrites: bool = False  # this function is such a twin
+    fuses: tuple = ()  # (f, g): this function computes g(f(...)) in one call (dense then relu)
+
+
+TRAITS: dict[Callable, Traits] = {}
+FUSED: dict[tuple, Callable] = {}  # (f, g) -> the function declared with fuses=(f, g)
+NO_TRAITS = Traits()
+
+
+def kernel(
+    *,
+    elementwise: bool = False,
+    fresh: bool = False,
+    row_wise: bool = False,
+    in_place_of: Optional[Callable] = None,
+    fuses: tuple = (),
+) -> Callable[[Callable], Callable]:
+    """Declare a layer function's traits (see `Traits`); returns the function itself, unwrapped.
+
+    `in_place_of=f`: this function is f computed in place on its first argument (a fresh array).
+    The code generator copies the function without this decorator line.
+    """
+
+    def declare(fn: Callable) -> Callable:
+        fresh_result = fresh or elementwise or in_place_of is not None or bool(fuses)
+        declared = Traits(
+            elementwise, fresh_result, row_wise or elementwise, overwrites=in_place_of is not None, fuses=tuple(fuses)
+        )
+        if in_place_of is not None:
+            base = traits(in_place_of)
+            TRAITS[in_place_of] = replace(base, in_place=fn)
+            declared = replace(declared, row_wise=declared.row_wise or base.row_wise)
+        if fuses:
+            FUSED[tuple(fuses)] = fn
+        TRAITS[fn] = declared
+        return fn
+
+    return declare
+
+
+def traits(fn: Any) -> Traits:
+    """The traits declared for a layer function (none for anything else)."""
+    return TRAITS.get(fn, NO_TRAITS)
 
 
 def converter(*class_names: str, mask: str | None = None) -> Callable[[Converter], Converter]:

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import BadModelFile
 from .activations import activation_name, apply_activation
 from .activations import relu as relu_activation
-from .base import PROGRAM_PASSES, Const, Derived, Layer, Op, Tensor, as_int, as_int_tuple, converter, tensors_in
+from .base import Const, Derived, Layer, Op, Tensor, as_int, as_int_tuple, converter, kernel, tensors_in
 from .normalization import scale_shift
 
 # ----------------------------------------------------------------------------- geometry
@@ -101,6 +101,7 @@ def finish_conv(y, bias, relu, channels_first):
     return np.moveaxis(y, -1, 1) if channels_first else y
 
 
+@kernel(row_wise=True)
 def conv(x, kernel, bias, kernel_size, strides, dilation, padding, channels_first, relu=False):
     # kernel: (taps * C, F) = Keras's (*kernel_size, C, F) reshaped, so one matmul does the layer.
     if channels_first:
@@ -114,6 +115,7 @@ def conv(x, kernel, bias, kernel_size, strides, dilation, padding, channels_firs
     return finish_conv(y, bias, relu, channels_first)
 
 
+@kernel(row_wise=True)
 def conv_gather(x, kernel, bias, index, pads, out_size, relu=False):
     # Channels-last x; index: (windows, taps * C) flat positions in one padded sample (gather_index,
     # see gather_narrow_convs). One gather plus one product: where a window's
@@ -125,6 +127,7 @@ def conv_gather(x, kernel, bias, index, pads, out_size, relu=False):
     return finish_conv(y, bias, relu, False)
 
 
+@kernel(row_wise=True)
 def conv_grouped(x, kernel, bias, kernel_size, strides, dilation, padding, channels_first, relu=False):
     # kernel: (groups, taps * C/groups, F/groups); group g reads channels and writes filters of block g.
     if channels_first:
@@ -138,6 +141,7 @@ def conv_grouped(x, kernel, bias, kernel_size, strides, dilation, padding, chann
     return finish_conv(y, bias, relu, channels_first)
 
 
+@kernel(row_wise=True)
 def depthwise_conv(x, kernel, bias, kernel_size, strides, dilation, padding, channels_first, relu=False):
     # kernel: Keras's (*kernel_size, C, multiplier); output channel c * multiplier + m, like TensorFlow.
     # einsum over the strided window view: no im2col copy, measured 1.2-2.5x faster than tap loops.
@@ -150,6 +154,7 @@ def depthwise_conv(x, kernel, bias, kernel_size, strides, dilation, padding, cha
     return finish_conv(y, bias, relu, channels_first)
 
 
+@kernel(row_wise=True)
 def separable_conv(x, depthwise, pointwise, bias, kernel_size, strides, dilation, padding, channels_first, relu=False):
     # Depthwise (no bias) then a 1x1 convolution; pointwise: (C * multiplier, F).
     if channels_first:
@@ -159,6 +164,7 @@ def separable_conv(x, depthwise, pointwise, bias, kernel_size, strides, dilation
     return finish_conv(y, bias, relu, channels_first)
 
 
+@kernel(row_wise=True)
 def conv_transpose(
     x, kernel, bias, kernel_size, strides, dilation, padding, output_padding, channels_first, relu=False
 ):
@@ -486,8 +492,6 @@ def fuse_relu_into_conv(ops: list, outputs: list) -> None:
             source.kwargs = {**source.kwargs, "relu": True}
             _absorb(ops, source, op)
 
-
-PROGRAM_PASSES.extend([fold_batchnorm_into_conv, fuse_relu_into_conv])
 
 
 # The gather index lives in memory (8 bytes per entry, built at import): convolutions whose index

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import apply_activation
-from .base import Layer, Tensor, as_int, converter
+from .activations import apply_activation, relu
+from .base import Layer, Tensor, as_int, converter, kernel
 
 IDENTITY_AT_INFERENCE = (
     "Dropout",
@@ -20,6 +20,7 @@ IDENTITY_AT_INFERENCE = (
 )
 
 
+@kernel(fresh=True, row_wise=True)
 def dense(x, kernel, bias):
     # The product is a fresh array, so the bias is added in place: no second temporary.
     y = x @ kernel
@@ -27,12 +28,14 @@ def dense(x, kernel, bias):
     return y
 
 
+@kernel(fresh=True, row_wise=True)
 def dense_no_bias(x, kernel):
     return x @ kernel
 
 
+@kernel(row_wise=True, fuses=(dense, relu))
 def dense_relu(x, kernel, bias):
-    # Dense followed by ReLU (chosen by konverter.optimize), both in place on the fresh product.
+    # Dense followed by ReLU (chosen by konverter.rewrites.in_place), both in place on the fresh product.
     y = x @ kernel
     y += bias
     return np.maximum(y, 0.0, out=y)

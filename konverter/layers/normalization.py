@@ -6,13 +6,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BadModelFile
-from .base import Layer, Tensor, as_float, as_int, converter
+from .base import Layer, Tensor, as_float, as_int, converter, kernel
 
 
+@kernel(fresh=True, row_wise=True)
 def scale_shift(x, scale, shift):
     return x * scale + shift
 
 
+@kernel(fresh=True, row_wise=True)
 def scale_only(x, scale):
     return x * scale
 

@@ -13,12 +13,11 @@ import math
 import numpy as np
 
 from ..errors import BadModelFile
-from .base import PROGRAM_PASSES, Const, Derived, Layer, Tensor, as_int_tuple, converter
+from .base import Const, Derived, Layer, Tensor, as_int_tuple, converter, kernel
 from .conv import (
     CONV_BIAS_ARG,
     conv_padding,
     finish_conv,
-    gather_narrow_convs,
     pad_spatial,
     private_conv_inputs,
 )
@@ -50,6 +49,7 @@ def pool_reduce(x, pool_size, strides, padding, fill, reduce_max):
     return y if y.base is None else y.copy()  # never a view of the caller's array
 
 
+@kernel(row_wise=True)
 def max_pool(x, pool_size, strides, padding, channels_first, bias=None, relu=False):
     # bias/relu: a preceding convolution's, moved after the pooling (see pool_before_bias_relu).
     if channels_first:
@@ -58,6 +58,7 @@ def max_pool(x, pool_size, strides, padding, channels_first, bias=None, relu=Fal
     return finish_conv(y, bias, relu, channels_first)
 
 
+@kernel(row_wise=True)
 def average_pool(x, pool_size, strides, padding, channels_first):
     if channels_first:
         x = np.moveaxis(x, 1, -1)
@@ -76,10 +77,12 @@ def average_pool(x, pool_size, strides, padding, channels_first):
     return np.moveaxis(y, -1, 1) if channels_first else y
 
 
+@kernel(row_wise=True)
 def global_max_pool(x, axes, keepdims):
     return x.max(axis=axes, keepdims=keepdims)
 
 
+@kernel(row_wise=True)
 def global_average_pool(x, axes, keepdims):
     # add.reduce then divide: what x.mean does, without its Python-level overhead per call.
     total = np.add.reduce(x, axis=axes, keepdims=keepdims)
@@ -94,6 +97,7 @@ def mean_weights(count):
     return weights
 
 
+@kernel(row_wise=True)
 def global_average_product(x, weights, channels_first):
     # The mean over all positions as one product with mean_weights: 3-7x faster than np.add.reduce.
     n, channels = x.shape[0], x.shape[1 if channels_first else -1]
@@ -240,6 +244,3 @@ def pool_before_bias_relu(ops: list, outputs: list) -> None:
         }
         source.kwargs = {k: v for k, v in source.kwargs.items() if k != "relu"}
 
-
-# The gather rewrite comes last: the passes before it recognise `conv` ops only.
-PROGRAM_PASSES.extend([pool_before_bias_relu, gather_narrow_convs])

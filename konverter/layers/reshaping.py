@@ -5,18 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BadModelFile
-from .base import Layer, Tensor, as_int, as_int_tuple, converter
+from .base import Layer, Tensor, as_int, as_int_tuple, converter, kernel
 
 
+@kernel(row_wise=True)
 def flatten(x):
     return x.reshape(x.shape[0], -1)
 
 
+@kernel(row_wise=True)
 def flatten_channels_first(x):
     # Keras moves channels last before flattening, so the next Dense sees channels-last order.
     return np.moveaxis(x, 1, -1).reshape(x.shape[0], -1)
 
 
+@kernel(row_wise=True)
 def reshape(x, target):
     return x.reshape((x.shape[0],) + target)
 
@@ -81,6 +84,7 @@ def repeat_vector_layer(layer: Layer) -> Tensor:
 # Spatial layers work on channels-last data; channels-first layers move the channel axis around the call.
 
 
+@kernel(row_wise=True)
 def zero_pad(x, pads, channels_first):
     # pads: one (before, after) pair per spatial axis.
     if channels_first:
@@ -91,6 +95,7 @@ def zero_pad(x, pads, channels_first):
     return np.moveaxis(y, -1, 1) if channels_first else y
 
 
+@kernel(row_wise=True)
 def crop(x, crops, channels_first):
     # crops: one (before, after) pair per spatial axis; a view, no copy.
     first = 2 if channels_first else 1
@@ -100,6 +105,7 @@ def crop(x, crops, channels_first):
     return x[tuple(index)]
 
 
+@kernel(row_wise=True)
 def upsample_nearest(x, factors, channels_first):
     # Each cell repeated factors[i] times along spatial axis i: one broadcast copy.
     if channels_first:
@@ -128,6 +134,7 @@ def bilinear_axis(x, axis, factor):
     return a + (b - a) * weight.reshape(shape)
 
 
+@kernel(row_wise=True)
 def upsample_bilinear(x, factors, channels_first):
     if channels_first:
         x = np.moveaxis(x, 1, -1)
