@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import base64
 import copy
+import functools
 import inspect
 import math
 import re
@@ -105,6 +106,7 @@ def row_chunk(program: Program) -> int | None:
     return 1 << (rows.bit_length() - 1)  # a power of two: easy to read in the generated file
 
 
+@functools.cache
 def function_source(fn: Callable) -> str:
     """A layer function's source as the generated file holds it: without its `@kernel` traits line."""
     source = textwrap.dedent(inspect.getsource(fn))
@@ -653,11 +655,9 @@ def _one_sample_body(chain: DenseChain, weight_name: Callable, funcs: dict, cons
             if step.activation is not None:
                 body += call(step.activation, [f"v{k + 1}"], kwargs, None)
     # Unpack only the buffers the body uses (the others are "_").
-    text = "\n".join(body)
+    used = set(re.findall(r"\b[hvz]\d+\b", "\n".join(body)))
     names = ["x_row"] + [
-        name if re.search(rf"\b{name}\b", text) else "_"
-        for k in range(len(chain.widths))
-        for name in (f"h{k}", f"v{k}", f"z{k}")
+        name if name in used else "_" for k in range(len(chain.widths)) for name in (f"h{k}", f"v{k}", f"z{k}")
     ]
     unpack = ", ".join(names)
     return [

@@ -6,6 +6,7 @@ program. Each Keras layer call is handed to the converter registered for its cla
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -302,24 +303,28 @@ class Builder:
                 return {k: resolve(v) for k, v in value.items()}
             return value
 
-        while pending:
-            progressed = False
-            rest = []
-            for e, k, call in pending:
-                try:
-                    args, kwargs = _parse_call(call, resolve)
-                except _Missing:
-                    rest.append((e, k, call))
-                    continue
-                progressed = True
-                lname = cfgmod.name_of(e)
-                out = self._call(e, prefix, args, kwargs)
-                for i, t in enumerate(out if isinstance(out, list) else [out]):
-                    tensors[(lname, k, i)] = t
-            if not progressed:
-                names = sorted({label(cfgmod.name_of(e)) for e, _, _ in rest})
-                raise BadModelFile("the layer graph has a cycle or an unreachable input: " + ", ".join(names[:10]))
-            pending = rest
+        # Calls run in config order; one whose input is not computed yet waits for the call that makes
+        # it and runs right after that one: each call is tried at most once per input (linear, even
+        # for a graph listed in reverse order).
+        queue = deque(pending)
+        waiting: dict[tuple, list] = {}  # (layer, node) -> calls that need one of its outputs
+        done = 0
+        while queue:
+            e, k, call = queue.popleft()
+            try:
+                args, kwargs = _parse_call(call, resolve)
+            except _Missing as missing:
+                waiting.setdefault(missing.args[0][:2], []).append((e, k, call))
+                continue
+            done += 1
+            lname = cfgmod.name_of(e)
+            out = self._call(e, prefix, args, kwargs)
+            for i, t in enumerate(out if isinstance(out, list) else [out]):
+                tensors[(lname, k, i)] = t
+            queue.extend(waiting.pop((lname, k), ()))
+        if done < len(pending):
+            names = sorted({label(cfgmod.name_of(e)) for calls in waiting.values() for e, _, _ in calls})
+            raise BadModelFile("the layer graph has a cycle or an unreachable input: " + ", ".join(names[:10]))
 
         out_spec = cfg.get("output_layers")
         refs = _leaves(out_spec)

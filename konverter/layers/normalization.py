@@ -57,12 +57,14 @@ def rescaling_layer(layer: Layer) -> Tensor:
     x = layer.input
     scale, offset = layer.get("scale", 1.0), layer.get("offset", 0.0)
     try:
-        scale_arr = np.asarray(scale, dtype=np.float32)
-        offset_arr = np.asarray(offset, dtype=np.float32)
+        with np.errstate(over="ignore"):  # Keras computes with the float32 value: 1e40 is inf there too
+            scale_arr = np.asarray(scale, dtype=np.float32)
+            offset_arr = np.asarray(offset, dtype=np.float32)
     except (TypeError, ValueError):
         raise BadModelFile(f"{layer.describe()} has a non-numeric scale or offset") from None
     if scale_arr.ndim == 0 and offset_arr.ndim == 0:
-        s, o = as_float(scale, "scale"), as_float(offset, "offset")
+        as_float(scale, "scale"), as_float(offset, "offset")  # plain numbers, not lists of one
+        s, o = float(scale_arr), float(offset_arr)
         if o == 0.0:
             return layer.call(scale_only, x, shape=x.shape, scale=s)
         return layer.call(scale_shift, x, shape=x.shape, scale=s, shift=o)
