@@ -493,7 +493,6 @@ def fuse_relu_into_conv(ops: list, outputs: list) -> None:
             _absorb(ops, source, op)
 
 
-
 # The gather index lives in memory (8 bytes per entry, built at import): convolutions whose index
 # would be larger keep the strided im2col. Windows whose contiguous runs (last kernel axis *
 # channels) reach GATHER_RUN values copy as fast through the strided view (measured: runs of 3

@@ -243,4 +243,3 @@ def pool_before_bias_relu(ops: list, outputs: list) -> None:
             "relu": bool(source.kwargs.get("relu")),
         }
         source.kwargs = {k: v for k, v in source.kwargs.items() if k != "relu"}
-
