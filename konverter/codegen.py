@@ -23,7 +23,7 @@ import numpy as np
 from . import runtime
 from .graph import Program
 from .h5reader.text import escaped as text  # untrusted strings in comments and docstrings
-from .layers.base import Const, Derived, Tensor, tensors_in, traits
+from .layers.base import CONVERTERS, Const, Derived, Op, Tensor, tensors_in, traits
 from .rewrites.dense_chain import ConstView, DenseChain
 
 BLOB_LINE = 4096  # characters of base64 per line of the generated file
@@ -135,6 +135,150 @@ class _Names:
             self.free.append(int(name[1:]))
 
 
+# Names the generated module defines itself: a weight named after a layer never takes one of them.
+MODULE_NAMES = {"np", "math", "base64", "threading", "predict", "reset_states", "self_check", "x", "state"}
+PLACEHOLDER = re.compile(r"__konverter_([wd])(\d+)__")
+
+
+def snake_case(class_name: str) -> str:
+    """Keras's own naming of layers from their class: Conv2D -> conv2d, BatchNormalization -> batch_normalization."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name.replace("ops.", "op_"))
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+class _Module:
+    """What one generated module holds besides predict(): layer functions and constants they use,
+    weights, views of weights and arrays derived at import. Weights and derived arrays are named
+    after their layer's class and their parameter the way Keras names layers (`conv2d_kernel`,
+    `dense_1_bias`): Konverter's own words only, never a name from the file (the comments above
+    the calls give those). `finish` turns the placeholders into the names."""
+
+    def __init__(self) -> None:
+        self.funcs: dict[str, Callable] = {}  # in order of first use: the file reads top-down
+        self.constants: dict[str, Any] = {}
+        self.weights: list[np.ndarray] = []
+        self.weight_hints: list[str] = []
+        self.weight_keys: dict[Any, int] = {}
+        self.views: dict[str, tuple] = {}  # placeholder of a view -> (base placeholder, part, hint)
+        self.derived: dict[str, int] = {}  # call text -> index
+        self.derived_hints: list[str] = []
+        self.layer_names: dict[tuple, str] = {}  # (layer path, class) -> "dense_1"
+        self.class_counts: dict[str, int] = {}
+
+    def layer(self, keras: tuple) -> str:
+        """`dense`, `dense_1`, ...: the k-th distinct layer of a class, in order of first use."""
+        key = tuple(keras) if len(keras) == 2 else ((), "")
+        if key not in self.layer_names:
+            base = snake_case(key[1]) if key[1] in CONVERTERS else "layer"
+            count = self.class_counts.get(base, 0)
+            self.class_counts[base] = count + 1
+            self.layer_names[key] = base if count == 0 else f"{base}_{count}"
+        return self.layer_names[key]
+
+    def need(self, fn: Callable) -> str:
+        _dependencies(fn, self.funcs, self.constants)
+        return fn.__name__
+
+    def weight(self, const: Const, hint: str) -> str:
+        # Keyed by memory, not object: a shared layer's reshaped kernel (a new view of the same
+        # array on every call) is still embedded once.
+        a = const.array
+        key = (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str) if a.size else id(a)
+        if key not in self.weight_keys:
+            self.weight_keys[key] = len(self.weights)
+            self.weights.append(a)
+            named = const.keras and const.label
+            self.weight_hints.append(f"{self.layer(const.keras)}_{const.label}" if named else hint)
+        return f"__konverter_w{self.weight_keys[key]}__"
+
+    def view(self, view: ConstView, hint: str) -> str:
+        """The kernel rows or the bias row of an augmented kernel, named once."""
+        base = self.weight(view.base, f"{hint}_kernel_bias")
+        name = f"{base}{view.part}"
+        self.views.setdefault(name, (base, view.part, f"{hint}_{view.part}"))
+        return name
+
+    def derived_value(self, value: Derived, hint: str) -> str:
+        call = f"{self.need(value.fn)}({', '.join(literal(a) for a in value.args)})"
+        if call not in self.derived:
+            self.derived[call] = len(self.derived)
+            self.derived_hints.append(hint)
+        return f"__konverter_d{self.derived[call]}__"
+
+    def render(self, value: Any, names: dict, hint: str) -> str:
+        if isinstance(value, Tensor):
+            return names[id(value)]
+        if isinstance(value, Const):
+            return self.weight(value, hint)
+        if isinstance(value, ConstView):
+            return self.view(value, hint.rsplit("_", 1)[0])
+        if isinstance(value, Derived):
+            return self.derived_value(value, hint)
+        if isinstance(value, list):
+            return "[" + ", ".join(self.render(v, names, f"{hint}{i}") for i, v in enumerate(value)) + "]"
+        if isinstance(value, types.FunctionType):  # a layer function passed to another (an activation)
+            return self.need(value)
+        return literal(value)
+
+    def call(self, op: Op, names: dict) -> str:
+        """`fn(tensors and weights..., option=value, ...)`: from the first plain option on, keywords."""
+        name = self.need(op.fn)
+        layer = self.layer(op.keras)
+        params = _parameters(op)
+        parts = []
+        keywords = False
+        for i, value in enumerate(op.args):
+            param = params[i] if params else f"arg{i}"
+            keywords = keywords or (params is not None and _is_option(value))
+            rendered = self.render(value, names, f"{layer}_{param}")
+            parts.append(f"{param}={rendered}" if keywords else rendered)
+        order = {p: i for i, p in enumerate(inspect.signature(op.fn).parameters)}
+        keywords_in_order = sorted(op.kwargs.items(), key=lambda item: order.get(item[0], len(order)))
+        parts += [f"{k}={self.render(v, names, f'{layer}_{k}')}" for k, v in keywords_in_order]
+        return f"{name}({', '.join(parts)})"
+
+    def finish(self, text_: str) -> str:
+        """Placeholders -> names after layers: unique, and never a function's or the module's own name."""
+        taken = set(self.funcs) | set(self.constants) | MODULE_NAMES
+        chosen: dict[str, str] = {}
+
+        suffix: dict[str, int] = {}  # the next number to try per wanted name: linear for 20,000 "dense"s
+
+        def unique(wanted: str) -> str:
+            name, n = wanted, suffix.get(wanted, 2)
+            while name in taken:
+                name, n = f"{wanted}_{n}", n + 1
+            suffix[wanted] = n
+            taken.add(name)
+            return name
+
+        for i, hint in enumerate(self.weight_hints):
+            chosen[f"__konverter_w{i}__"] = unique(hint)
+        for placeholder, (_, _, hint) in self.views.items():
+            chosen[placeholder] = unique(hint)
+        for i, hint in enumerate(self.derived_hints):
+            chosen[f"__konverter_d{i}__"] = unique(hint)
+        text_ = re.sub(r"__konverter_w\d+__(kernel|bias)", lambda m: chosen[m.group(0)], text_)
+        return PLACEHOLDER.sub(lambda m: chosen[m.group(0)], text_)
+
+
+def _parameters(op: Op) -> list | None:
+    """The names of the parameters op.args bind to, or None (varargs, or they do not bind)."""
+    try:
+        signature = inspect.signature(op.fn)
+        bound = signature.bind(*op.args, **op.kwargs)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()):
+        return None
+    return list(bound.arguments)[: len(op.args)]
+
+
+def _is_option(value: Any) -> bool:
+    """A plain option (number, string, None, tuple of them), not a tensor, weight or function."""
+    return value is None or isinstance(value, (bool, int, float, str, tuple, np.integer, np.floating))
+
+
 def generate(
     program: Program,
     chain: DenseChain | None,
@@ -153,88 +297,99 @@ def generate(
     options: {"weights": "float32" | "float16"} (storage only). `settings` (our own JSON of non-default
     conversion settings) goes into the header so a later run can tell whether the file is up to date;
     `check` adds an embedded test vector and `self_check()`.
+
+    The file reads top-down: docstring and shapes, predict() with the layers in order, the layer
+    math, the input checks and runtime glue, the weights last.
     """
     options = dict(options or {})
     weight_dtype = options.get("weights", "float32")
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_DTYPES)}, not {weight_dtype!r}")
-    weights: list[np.ndarray] = []
-    weight_ids: dict[int, str] = {}
-    views: dict[str, str] = {}  # "_w3_kernel" -> "_w3[:-1]": parts of augmented kernels, named once
-    funcs: dict[str, Callable] = {}
-    constants: dict[str, Any] = {}
-    for fn in (runtime.as_batch, runtime.collect_inputs, runtime.unpack_weights, runtime.quiet_fp_state):
-        _dependencies(fn, funcs, constants)
+    module = _Module()
+    predict_lines = _predict_section(program, chain, module)
+    check_lines = _self_check(program, check, module) if check is not None else []
+    module.need(runtime.quiet_fp_state)
+    if module.weights or check is not None:
+        module.need(runtime.unpack_weights)
+    layer_math = [fn for fn in module.funcs.values() if fn.__module__ != runtime.__name__]
+    glue = [fn for fn in module.funcs.values() if fn.__module__ == runtime.__name__]
+
+    lines = _header(program, source_name, keras_version, source_hash, version, settings, check, chain, module)
+    lines += predict_lines + check_lines
+    lines += [_section("layer math"), ""]
+    for fn in layer_math:
+        lines += [function_source(fn), ""]
+    lines += [_section("input checks and runtime glue"), ""]
+    for fn in glue:
+        lines += [function_source(fn), ""]
+    lines += ["_FP_SET, _FP_RESET, _FP_QUIET = quiet_fp_state()", "", ""]
+    lines += _weights_section(module, weight_dtype)
     if check is not None:
-        _dependencies(runtime.compare_outputs, funcs, constants)
+        lines += _check_data(check)
+    lines.append(END_LINE)
+    return module.finish("\n".join(lines) + "\n")
 
-    def weight_name(const: Const) -> str:
-        # Keyed by memory, not object: a shared layer's reshaped kernel (a new view of the same
-        # array on every call) is still embedded once.
-        a = const.array
-        key = (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str) if a.size else id(a)
-        if key not in weight_ids:
-            weight_ids[key] = f"_w{len(weights)}"
-            weights.append(const.array)
-        return weight_ids[key]
 
-    derived: dict[str, str] = {}  # "gather_index((26, 26), ...)" -> "_d0": computed once at import
+def _section(title: str) -> str:
+    """A section heading of the generated file: `# title -----...` to column 79."""
+    return f"# {title} " + "-" * max(4, 76 - len(title))
 
-    def derived_name(value: Derived) -> str:
-        _dependencies(value.fn, funcs, constants)
-        call = f"{value.fn.__name__}({', '.join(literal(a) for a in value.args)})"
-        return derived.setdefault(call, f"_d{len(derived)}")
 
-    def view_name(view: ConstView) -> str:
-        base = weight_name(view.base)
-        views[f"{base}_kernel"] = f"{base}[:-1]"
-        views[f"{base}_bias"] = f"{base}[-1]"
-        return f"{base}_{view.part}"
+def _header(
+    program: Program,
+    source_name: str,
+    keras_version: str,
+    source_hash: str,
+    version: str,
+    settings: str,
+    check: SelfCheck | None,
+    chain: DenseChain | None,
+    module: _Module,
+) -> list:
+    lines = ['"""' + _docstring(program, source_name, keras_version, check) + '"""']
+    lines.append(f"{MARKER} {version} from {text(source_name)}. Do not edit: run konverter again.")
+    lines.append(SOURCE_HASH_LINE + source_hash)
+    if settings:
+        lines.append(SETTINGS_LINE + text(settings, 2000))
+    lines += ["", "import base64", "import math"]
+    lines += ["import threading"] if chain is not None else []
+    lines += ["", "import numpy as np", ""]
+    public = ["predict"] + (["reset_states"] if program.states else []) + ["INPUT_SHAPE", "OUTPUT_SHAPE"]
+    public += ["self_check"] if check is not None else []
+    lines.append("__all__ = [" + ", ".join(f'"{name}"' for name in public) + "]")
+    in_shapes = "".join(shape_literal(inp.tensor.shape) + ", " for inp in program.inputs)
+    out_shapes = "".join(shape_literal(t.shape) + ", " for t in program.outputs)
+    lines += [
+        "",
+        f"INPUT_NAMES = {literal(tuple(inp.name for inp in program.inputs))}",
+        f"INPUT_SHAPES = ({in_shapes})",
+        f"INPUT_DTYPES = {literal(tuple(inp.tensor.dtype for inp in program.inputs))}",
+        f"OUTPUT_NAMES = {literal(tuple(program.output_names))}",
+        f"OUTPUT_SHAPES = ({out_shapes})",
+        "INPUT_SHAPE = INPUT_SHAPES[0]" if len(program.inputs) == 1 else "INPUT_SHAPE = INPUT_SHAPES",
+        "OUTPUT_SHAPE = OUTPUT_SHAPES[0]" if len(program.outputs) == 1 else "OUTPUT_SHAPE = OUTPUT_SHAPES",
+    ]
+    lines += [f"{name} = {literal(module.constants[name])}" for name in sorted(module.constants)]
+    return lines + ["", ""]
 
-    # Liveness: the last op that reads each tensor; model outputs live to the end.
+
+def _body(program: Program, module: _Module, names: dict) -> list:
+    """One line per recorded call, a comment naming the Keras layer(s) above each layer's calls."""
+    # Liveness: the last op that reads each tensor; model outputs and carried states live to the end.
     last_use: dict[int, int] = {}
     for i, op in enumerate(program.ops):
         for t in tensors_in([op.args, op.kwargs]):
             last_use[id(t)] = i
-    for t in program.outputs:
+    for t in list(program.outputs) + [final for _, final in program.states]:
         last_use[id(t)] = len(program.ops)
-    for _, final in program.states:
-        last_use[id(final)] = len(program.ops)
-
-    names: dict[int, str] = {}
-    n_in = len(program.inputs)
-    for i, inp in enumerate(program.inputs):
-        names[id(inp.tensor)] = f"x{i}"
-    for i, (slot, _) in enumerate(program.states):
-        names[id(slot)] = f"s{i}"
     pool = _Names()
-
-    def render(value: Any) -> str:
-        if isinstance(value, Tensor):
-            return names[id(value)]
-        if isinstance(value, Const):
-            return weight_name(value)
-        if isinstance(value, ConstView):
-            return view_name(value)
-        if isinstance(value, Derived):
-            return derived_name(value)
-        if isinstance(value, list):
-            return "[" + ", ".join(render(v) for v in value) + "]"
-        if isinstance(value, types.FunctionType):  # a layer function passed to another (an activation)
-            _dependencies(value, funcs, constants)
-            return value.__name__
-        return literal(value)
-
     body: list[str] = []
     current_layer = None
-    # A Dense chain's batch math is generated from the chain (see _rows_function), not from the ops.
-    for i, op in enumerate(program.ops if chain is None else []):
-        _dependencies(op.fn, funcs, constants)
+    for i, op in enumerate(program.ops):
         if op.layer != current_layer:
             body.append(f"# {op.layer}")
             current_layer = op.layer
-        args = [render(a) for a in op.args] + [f"{k}={render(v)}" for k, v in op.kwargs.items()]
-        call = f"{op.fn.__name__}({', '.join(args)})"
+        call = module.call(op, names)
         for t in {id(t): t for t in tensors_in([op.args, op.kwargs])}.values():
             if last_use.get(id(t)) == i:
                 pool.give(names[id(t)])
@@ -245,68 +400,23 @@ def generate(
                 outs.append(names[id(t)])
             else:
                 outs.append("_")
-        target = ", ".join(outs) if len(outs) > 1 else outs[0]
-        body.append(f"{target} = {call}")
+        body.append(f"{', '.join(outs) if len(outs) > 1 else outs[0]} = {call}")
+    return body
 
-    one_sample, one_body = [], []
-    if chain is not None:
-        one_body = _one_sample_body(chain, weight_name, funcs, constants)
-        one_sample = ["_THREAD = threading.local()  # each thread gets its own work buffers", "", ""]
-        one_sample += _rows_function(chain, weight_name, view_name, funcs, constants)
 
-    in_names = tuple(inp.name for inp in program.inputs)
-    in_shapes = tuple(inp.tensor.shape for inp in program.inputs)
-    in_dtypes = tuple(inp.tensor.dtype for inp in program.inputs)
-    out_shapes = tuple(t.shape for t in program.outputs)
-    lines: list[str] = []
+def _predict_section(program: Program, chain: DenseChain | None, module: _Module) -> list:
+    """predict() and what it calls first: the model, layer by layer."""
+    n_in, n_states = len(program.inputs), len(program.states)
+    names: dict[int, str] = {id(inp.tensor): f"x{i}" for i, inp in enumerate(program.inputs)}
+    names.update({id(slot): f"s{i}" for i, (slot, _) in enumerate(program.states)})
+    module.need(runtime.as_batch)
+    lines = [_section("predict: the model, layer by layer"), ""]
     w = lines.append
-
-    # ----------------------------------------------------------------- header
-    w('"""' + _docstring(program, source_name, keras_version, check) + '"""')
-    w(f"{MARKER} {version} from {text(source_name)}. Do not edit: run konverter again.")
-    w(SOURCE_HASH_LINE + source_hash)
-    if settings:
-        w(SETTINGS_LINE + text(settings, 2000))
-    w("")
-    w("import base64")
-    w("import math")
     if chain is not None:
-        w("import threading")
-    w("")
-    w("import numpy as np")
-    w("")
-    public = ["predict"] + (["reset_states"] if program.states else []) + ["INPUT_SHAPE", "OUTPUT_SHAPE"]
-    public += ["self_check"] if check is not None else []
-    w("__all__ = [" + ", ".join(f'"{name}"' for name in public) + "]")
-    w("")
-    w(f"INPUT_NAMES = {literal(in_names)}")
-    w(f"INPUT_SHAPES = ({''.join(shape_literal(s) + ', ' for s in in_shapes)})")
-    w(f"INPUT_DTYPES = {literal(in_dtypes)}")
-    w(f"OUTPUT_NAMES = {literal(tuple(program.output_names))}")
-    w(f"OUTPUT_SHAPES = ({''.join(shape_literal(s) + ', ' for s in out_shapes)})")
-    w("INPUT_SHAPE = INPUT_SHAPES[0]" if n_in == 1 else "INPUT_SHAPE = INPUT_SHAPES")
-    w("OUTPUT_SHAPE = OUTPUT_SHAPES[0]" if len(out_shapes) == 1 else "OUTPUT_SHAPE = OUTPUT_SHAPES")
-    for name in sorted(constants):
-        w(f"{name} = {literal(constants[name])}")
-    w("")
-    w("")
-    w("# ----------------------------------------------------------------------------- layer math")
-    for name in sorted(funcs):
-        w("")
-        w(function_source(funcs[name]))
-    w("")
-    w("_FP_SET, _FP_RESET, _FP_QUIET = quiet_fp_state()")
-    w("")
-    w("")
-    if one_sample:
-        lines.extend(one_sample)
-        w("")
-        w("")
-    # ----------------------------------------------------------------- predict
-    n_states = len(program.states)
+        lines += ["_THREAD = threading.local()  # each thread gets its own work buffers", "", ""]
     params = "x" if n_in == 1 else "*inputs"
     if n_states:
-        _stateful_wrapper(w, params)
+        lines += _stateful_wrapper(params)
         w(f"def _predict_state({'x' if n_in == 1 else 'inputs'}, state):")
         w('    """predict() with an explicit state: returns (result, new_state)."""')
     else:
@@ -316,25 +426,26 @@ def generate(
         shapes = literal(((chain.width,), (1, chain.width)))
         w(f"    if not (type(x) is np.ndarray and x.dtype == np.float32 and x.shape in {shapes}):")
         w("        return _predict_other(x)")
-        lines.extend(one_body)
-        w("")
-        w("")
+        lines += _one_sample_body(chain, module)
+        lines += ["", ""]
         w("def _predict_other(x):")
         w("    # Anything but one float32 sample: a list, another dtype, a batch; checked and converted here.")
         w("    x0, batched = as_batch(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
         w("    if len(x0) == 1:")
         w(f"        y = predict(x0)  # x0 is a float32 array of shape {literal((1, chain.width))} now: the path above")
         w("        return y if batched else y[0]")
-        for line in quietly(["return _predict_rows(x0)"], "    "):
-            w(line)
-    elif n_in == 1:
+        lines += quietly(["return _predict_rows(x0)"], "    ")
+        lines += ["", ""]
+        lines += _rows_function(chain, module)
+        return lines + ["", ""]
+    if n_in == 1:
         w("    x0, batched = as_batch(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
         rows = row_chunk(program)
         if rows is not None:  # every op row-wise: a large batch in chunks, intermediates stay small
             w(f"    if len(x0) > {rows}:")
             w(f"        return np.concatenate([predict(x0[i : i + {rows}]) for i in range(0, len(x0), {rows})])")
     else:
-        w("    given = collect_inputs(inputs, INPUT_NAMES)")
+        w(f"    given = {module.need(runtime.collect_inputs)}(inputs, INPUT_NAMES)")
         for i in range(n_in):
             w(f"    x{i}, b{i} = as_batch(given[{i}], INPUT_SHAPES[{i}], INPUT_DTYPES[{i}], INPUT_NAMES[{i}])")
         flags = ", ".join(f"b{i}" for i in range(n_in))
@@ -349,52 +460,47 @@ def generate(
         targets = ", ".join(f"s{i}" for i in range(n_states))
         w(f"    ({targets},) = state" if n_states == 1 else f"    {targets} = state")
     # Like Keras: inf and NaN flow through silently (BLAS may raise FP flags even for exact results).
-    for line in quietly(body, "    "):
-        w(line)
-    results = [names[id(t)] for t in program.outputs] if chain is None else []
-    finals = "[" + ", ".join(names[id(final)] for _, final in program.states) + "]"
-    tail = f", {finals}" if n_states else ""
-    if chain is not None:
-        pass  # a Dense chain's predict has returned above
-    elif len(results) == 1 and not program.outputs_as_dict:
+    lines += quietly(_body(program, module, names), "    ")
+    results = [names[id(t)] for t in program.outputs]
+    tail = ", [" + ", ".join(names[id(final)] for _, final in program.states) + "]" if n_states else ""
+    if len(results) == 1 and not program.outputs_as_dict:
         r = results[0]
         w(f"    return ({r} if batched else {r}[0]){tail}" if n_states else f"    return {r} if batched else {r}[0]")
     else:
         w(f"    outputs = [{', '.join(results)}]")
         w("    if not batched:")
         w("        outputs = [y[0] for y in outputs]")
-        if program.outputs_as_dict:
-            w(f"    return dict(zip(OUTPUT_NAMES, outputs)){tail}")
-        else:
-            w(f"    return outputs{tail}")
-    w("")
-    w("")
-    if check is not None:
-        _self_check(w, program, check)
-    # ----------------------------------------------------------------- weights
-    blob, table = _pack(weights, weight_dtype)
-    w("# ----------------------------------------------------------------------------- weights")
+        w(
+            f"    return dict(zip(OUTPUT_NAMES, outputs)){tail}"
+            if program.outputs_as_dict
+            else f"    return outputs{tail}"
+        )
+    return lines + ["", ""]
+
+
+def _weights_section(module: _Module, weight_dtype: str) -> list:
+    lines = [_section("weights")]
     if weight_dtype == "float16":
-        w("# float16 arrays (float32 where a value does not fit) in one base64 blob; widened to float32 at import.")
+        lines.append(
+            "# float16 arrays (float32 where a value does not fit) in one base64 blob; widened to float32 at import."
+        )
     else:
-        w("# float32 arrays in one base64 blob; decoded once at import into read-only arrays.")
-    if weights:
-        _write_blob(w, "_WEIGHTS", "_TABLE", blob, table)
-        targets = ", ".join(f"_w{i}" for i in range(len(weights)))
-        w(f"({targets},) = unpack_weights(_WEIGHTS, _TABLE)")
-        w("del _WEIGHTS, _TABLE")
-        if views:
-            w("# Kernels with the bias as last row (for the one-sample path); the batch path uses their parts.")
-            for name in sorted(views, key=_natural):
-                w(f"{name} = {views[name]}")
-    if derived:
-        w("# Arrays computed once at import from the model's geometry, not stored.")
-        for call, name in derived.items():
-            w(f"{name} = {call}")
-    if check is not None:
-        _check_data(w, check)
-    w(END_LINE)
-    return "\n".join(lines) + "\n"
+        lines.append("# float32 arrays in one base64 blob; decoded once at import into read-only arrays.")
+    if module.weights:
+        blob, table = _pack(module.weights, weight_dtype)
+        lines += _blob_lines("_WEIGHTS", "_TABLE", blob, table)
+        targets = ", ".join(f"__konverter_w{i}__" for i in range(len(module.weights)))
+        lines.append(f"({targets},) = unpack_weights(_WEIGHTS, _TABLE)")
+        lines.append("del _WEIGHTS, _TABLE")
+    if module.views:
+        lines.append("# Kernels with the bias as last row (for the one-sample path); the batch path uses their parts.")
+        for name, (base, part, _) in module.views.items():
+            lines.append(f"{name} = {base}[:-1]" if part == "kernel" else f"{name} = {base}[-1]")
+    if module.derived:
+        lines.append("# Arrays computed once at import from the model's geometry, not stored.")
+        for call, i in module.derived.items():
+            lines.append(f"__konverter_d{i}__ = {call}")
+    return lines
 
 
 @dataclass
@@ -408,9 +514,13 @@ class SelfCheck:
     rtol: float = 1e-4
 
 
-def _self_check(w: Callable[[str], None], program: Program, check: SelfCheck) -> None:
+def _self_check(program: Program, check: SelfCheck, module: _Module) -> list:
+    """self_check(): recompute the stored test vector (public: it follows predict)."""
+    module.need(runtime.compare_outputs)
+    lines: list[str] = []
+    w = lines.append
     n_in = len(program.inputs)
-    w("# ----------------------------------------------------------------------------- self check")
+    w(_section("self check"))
     w(f"def self_check(atol={literal(float(check.atol))}, rtol={literal(float(check.rtol))}):")
     w(f'    """Recompute the test vector stored from {text(check.source_name, 80)} and compare.')
     w("")
@@ -434,10 +544,13 @@ def _self_check(w: Callable[[str], None], program: Program, check: SelfCheck) ->
     w("    return max(abs_err for abs_err, _, _ in report)")
     w("")
     w("")
+    return lines
 
 
-def _stateful_wrapper(w: Callable, params: str) -> None:
+def _stateful_wrapper(params: str) -> list:
     """Stateful RNNs only: predict() carries the state between calls like Keras; state= makes it explicit."""
+    lines: list[str] = []
+    w = lines.append
     call = "x" if params == "x" else "inputs"
     w("_CARRY = object()")
     w("_carried = [None]  # the state predict() carries between calls (None: zeros)")
@@ -461,34 +574,29 @@ def _stateful_wrapper(w: Callable, params: str) -> None:
     w(f"    return _predict_state({call}, state)")
     w("")
     w("")
+    return lines
 
 
-def _write_blob(w: Callable[[str], None], name: str, table_name: str, blob: str, table: list) -> None:
+def _blob_lines(name: str, table_name: str, blob: str, table: list) -> list:
     """A base64 blob as a parenthesized string over many lines, then its (offset, dtype, shape) table."""
-    w(f"{name} = (")
-    for start in range(0, len(blob), BLOB_LINE):
-        w(f'    "{blob[start : start + BLOB_LINE]}"')
-    w(")")
-    w(f"{table_name} = (")
-    for offset, dtype, shape in table:
-        w(f"    ({offset}, {literal(dtype)}, {literal(shape)}),")
-    w(")")
+    lines = [f"{name} = ("]
+    lines += [f'    "{blob[start : start + BLOB_LINE]}"' for start in range(0, len(blob), BLOB_LINE)]
+    lines += [")", f"{table_name} = ("]
+    lines += [f"    ({offset}, {literal(dtype)}, {literal(shape)})," for offset, dtype, shape in table]
+    return lines + [")"]
 
 
-def _check_data(w: Callable[[str], None], check: SelfCheck) -> None:
+def _check_data(check: SelfCheck) -> list:
     blob, table = _pack(list(check.inputs) + list(check.outputs))
-    w("")
-    w("# ----------------------------------------------------------------------------- self-check data")
-    _write_blob(w, "_CHECK", "_CHECK_TABLE", blob, table)
     n_in = len(check.inputs)
-    w("_CHECK_ARRAYS = unpack_weights(_CHECK, _CHECK_TABLE)")
-    w(f"_CHECK_X, _CHECK_Y = _CHECK_ARRAYS[:{n_in}], _CHECK_ARRAYS[{n_in}:]")
-    w("del _CHECK, _CHECK_TABLE, _CHECK_ARRAYS")
-
-
-def _natural(name: str) -> tuple:
-    base, _, part = name[2:].partition("_")
-    return (int(base), part)
+    return [
+        "",
+        _section("self-check data"),
+        *_blob_lines("_CHECK", "_CHECK_TABLE", blob, table),
+        "_CHECK_ARRAYS = unpack_weights(_CHECK, _CHECK_TABLE)",
+        f"_CHECK_X, _CHECK_Y = _CHECK_ARRAYS[:{n_in}], _CHECK_ARRAYS[{n_in}:]",
+        "del _CHECK, _CHECK_TABLE, _CHECK_ARRAYS",
+    ]
 
 
 def _pack(arrays: list, weight_dtype: str = "float32") -> tuple[str, list]:
@@ -622,16 +730,16 @@ def quietly(body: list, indent: str) -> list:
     )
 
 
-def _one_sample_body(chain: DenseChain, weight_name: Callable, funcs: dict, constants: dict) -> list:
+def _one_sample_body(chain: DenseChain, module: _Module) -> list:
     """The body of predict for one float32 sample of a Dense chain: 1-D vectors in per-thread buffers."""
-    _dependencies(runtime.one_sample_buffers, funcs, constants)
+    module.need(runtime.one_sample_buffers)
 
     def call(fn: Callable, args: list, kwargs: dict, target: str | None) -> list:
         # Inlined where the layer function is straight NumPy calls, else called (and copied).
         lines = inline(fn, args, kwargs, target)
         if lines is not None:
             return [f"    {line}" + (f"  # {fn.__name__}, inlined" if i == 0 else "") for i, line in enumerate(lines)]
-        _dependencies(fn, funcs, constants)
+        module.need(fn)
         text = ", ".join(args + [f"{k}={literal(v)}" for k, v in kwargs.items()])
         return [f"    {target} = {fn.__name__}({text})" if target else f"    {fn.__name__}({text})"]
 
@@ -640,7 +748,7 @@ def _one_sample_body(chain: DenseChain, weight_name: Callable, funcs: dict, cons
     for k, step in enumerate(chain.steps):
         fused_relu = k != last and step.relu
         source = f"h{k}" if step.has_bias else f"v{k}"
-        kernel = weight_name(step.kernel)
+        kernel = module.weight(step.kernel, _step_hint(step, module))
         kwargs = dict(step.activation_kwargs)
         body += [f"    # {step.layer}"] if step.layer else []
         if k == last:
@@ -673,9 +781,14 @@ def _one_sample_body(chain: DenseChain, weight_name: Callable, funcs: dict, cons
     ]
 
 
-def _rows_function(chain: DenseChain, weight_name: Callable, view_name: Callable, funcs: dict, constants: dict) -> list:
+def _step_hint(step: Any, module: _Module) -> str:
+    """A Dense chain step's stored kernel: `dense_kernel_bias` (bias as last row) or `dense_kernel`."""
+    return module.layer(step.keras) + ("_kernel_bias" if step.has_bias else "_kernel")
+
+
+def _rows_function(chain: DenseChain, module: _Module) -> list:
     """`_predict_rows(x0)`: a batch of a Dense chain, in chunks of rows through per-thread workspaces."""
-    _dependencies(runtime.row_workspaces, funcs, constants)
+    module.need(runtime.row_workspaces)
     rows = chain.chunk_rows(CHUNK_FLOATS)
     hidden = [int(step.kernel.array.shape[1]) for step in chain.steps[:-1]]
     spaces = ", ".join(f"r{k + 1}" for k in range(len(hidden))) + ("," if len(hidden) == 1 else "")
@@ -706,16 +819,18 @@ def _rows_function(chain: DenseChain, weight_name: Callable, view_name: Callable
         out = "y[start:stop]" if k == last else f"r{k + 1}[: stop - start]"
         target = "" if k == last else f"h{k + 1} = "
         if step.has_bias:
-            args = f"{view_name(ConstView(step.kernel, 'kernel'))}, {view_name(ConstView(step.kernel, 'bias'))}"
+            layer = module.layer(step.keras)
+            kernel_rows, bias_row = (module.view(ConstView(step.kernel, part), layer) for part in ("kernel", "bias"))
+            args = f"{kernel_rows}, {bias_row}"
             fn = chain.kernels.relu_rows if step.relu else chain.kernels.rows
         else:
-            args = weight_name(step.kernel)
+            args = module.weight(step.kernel, _step_hint(step, module))
             fn = chain.kernels.no_bias_rows
-        _dependencies(fn, funcs, constants)
+        module.need(fn)
         lines += [f"        # {step.layer}"] if step.layer else []
         lines.append(f"        {target}{fn.__name__}(h{k}, {args}, {out})")
         if step.activation is not None and fn is not chain.kernels.relu_rows:
-            _dependencies(step.activation, funcs, constants)
+            module.need(step.activation)
             kwargs = "".join(f", {name}={literal(value)}" for name, value in step.activation_kwargs.items())
             call = f"{step.activation.__name__}({out if k == last else f'h{k + 1}'}{kwargs})"
             in_place = step.activation.__name__.endswith("_inplace")

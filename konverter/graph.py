@@ -15,7 +15,7 @@ from .h5reader import ModelFile
 from .h5reader import config as cfgmod
 from .h5reader.text import label
 from .layers import CONVERTERS, Layer, Tensor
-from .layers.base import MASK_POLICY
+from .layers.base import MASK_POLICY, Const
 
 REFUSED = {"Lambda": "runs Python code stored in the file, which Konverter never executes"}
 
@@ -406,7 +406,10 @@ class Builder:
             ) from None
         comment = f"{label('/'.join(path))} ({label(cls, quote=False)})"  # the path tells nested twins apart
         for op in self.ops[start:]:
-            op.layer = comment
+            op.layer, op.keras = comment, (path, cls)
+            for const in _flat([list(op.args), op.kwargs]):
+                if isinstance(const, Const) and not const.keras:
+                    const.keras = op.keras
         return out
 
 

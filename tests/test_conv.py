@@ -635,10 +635,10 @@ def test_gather_indices_are_built_at_import_not_stored(tmp_path):
     src = FIXTURES / "conv" / "conv2d_options__k3keras.keras"
     first = konvert(src, tmp_path / "a.py").read_text()
     assert konvert(src, tmp_path / "b.py").read_text() == first  # deterministic
-    calls = [line for line in first.splitlines() if line.startswith("_d") and "= gather_index(" in line]
+    calls = [line for line in first.splitlines() if not line.startswith(" ") and " = gather_index(" in line]
     assert len(calls) == len({line.split(" = ", 1)[1] for line in calls}) >= 2  # one line per distinct geometry
     table = first.split("_TABLE = (")[1].split(")\n(")[0]
     assert "'<i" not in table and "'<u" not in table  # no index array among the stored weights
     module = import_file(tmp_path / "a.py")
-    index = module._d0
+    index = getattr(module, calls[0].split(" = ", 1)[0])  # named after its layer: conv2d_index
     assert index.dtype == np.intp and not index.flags.writeable

@@ -29,7 +29,9 @@ from conftest import FIXTURES, edit_keras_config, import_file, load_reference
 
 import konverter
 from konverter import KonverterError
+from konverter.codegen import snake_case
 from konverter.convert import generate_source
+from konverter.layers import CONVERTERS
 
 HOSTILE = FIXTURES / "hostile"
 MODELS = sorted(p for p in HOSTILE.iterdir() if p.suffix in (".h5", ".keras"))
@@ -37,7 +39,7 @@ MARKER_FILE = "KONVERTER_PWNED"  # what every payload in the corpus tries to cre
 KONVERTER_SOURCE = Path(konverter.__file__).parent
 # codegen's own numbered names: inputs, temporaries, batch flags, states, weights (and the parts of an
 # augmented kernel), the one-sample buffers h/v/z and the batch workspaces r of a Dense chain.
-NUMBERED = re.compile(r"^((x|t|b|s|h|v|z|r|_w)\d+|_w\d+_(kernel|bias))$")
+NUMBERED = re.compile(r"^(x|t|b|s|h|v|z|r)\d+$")
 
 
 def _konverter_vocabulary() -> set[str]:
@@ -50,7 +52,7 @@ def _konverter_vocabulary() -> set[str]:
     for path in [
         KONVERTER_SOURCE / "runtime.py",
         KONVERTER_SOURCE / "codegen.py",
-        *KONVERTER_SOURCE.glob("layers/*.py"),
+        *KONVERTER_SOURCE.glob("layers/**/*.py"),
     ]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
@@ -70,6 +72,18 @@ def _konverter_vocabulary() -> set[str]:
 
 
 VOCABULARY = _konverter_vocabulary()
+# Weights are named the way Keras names layers, from the layer's class (a class Konverter converts,
+# so its own word), a counter and a parameter of a layer function: `conv2d_1_kernel`.
+_CLASSES = "|".join(sorted({re.escape(snake_case(c)) for c in CONVERTERS} | {"layer"}, key=len, reverse=True))
+WEIGHT_NAME = re.compile(rf"^(?:{_CLASSES})(?:_\d+)?_(?P<param>[a-z][a-z0-9_]*?)(?:_\d+)?$")
+
+
+def _konverter_word(name: str) -> bool:
+    if name in VOCABULARY or NUMBERED.match(name):
+        return True
+    found = WEIGHT_NAME.match(name)
+    # The parameter part: a parameter name, possibly with a list index or "_bias"/"_kernel" appended.
+    return bool(found) and all(part.rstrip("0123456789") in VOCABULARY for part in found["param"].split("_"))
 
 
 def _file_strings(model_path: Path) -> set[str]:
@@ -153,7 +167,7 @@ def test_names_never_become_code(model_path, sandbox):
     tree = ast.parse(source)
 
     # Identifiers: only Konverter's own vocabulary and its numbered variables, whatever the file says.
-    foreign = {n for n in _identifiers(tree) if n not in VOCABULARY and not NUMBERED.match(n)}
+    foreign = {n for n in _identifiers(tree) if not _konverter_word(n)}
     assert not foreign, f"identifiers that Konverter never writes: {sorted(foreign)[:5]}"
 
     # Top-level statements are Konverter's fixed frame: docstring, imports, assignments, defs, one del.

@@ -8,6 +8,7 @@ directly and the code generator copies their source into the generated file.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
@@ -42,7 +43,8 @@ class Const:
     """A weight array embedded in the generated file."""
 
     array: np.ndarray
-    label: str = ""
+    label: str = ""  # the parameter of the layer function that first received it ("kernel")
+    keras: tuple = ()  # (layer path, class name) of the Keras layer that recorded it (set by graph.Builder)
 
 
 @dataclass(eq=False)
@@ -60,7 +62,8 @@ class Op:
     args: tuple
     kwargs: dict
     outputs: tuple  # of Tensor
-    layer: str = ""  # "name (Class)" of the Keras layer, for the comment
+    layer: str = ""  # "name (Class)" of the Keras layer(s) it computes, for the comment
+    keras: tuple = ()  # (layer path, class name) of the first of them: codegen names weights after it
 
 
 Converter = Callable[["Layer"], Any]
@@ -251,14 +254,28 @@ class Layer:
     def call(self, fn: Callable, *args: Any, shape: Shape | None, dtype: str = "float32", **kwargs: Any) -> Tensor:
         """Record `fn(*args, **kwargs)`; arrays become embedded constants. Returns the result."""
         out = Tensor(tuple(shape) if shape is not None else None, dtype)
-        self.ops.append(Op(fn, tuple(_wrap(a) for a in args), {k: _wrap(v) for k, v in kwargs.items()}, (out,)))
+        self._record(fn, args, kwargs, (out,))
         return out
 
     def call_multi(self, fn: Callable, *args: Any, shapes: list, **kwargs: Any) -> list[Tensor]:
         """Record a call that returns a tuple of arrays."""
         outs = tuple(Tensor(tuple(s) if s is not None else None) for s in shapes)
-        self.ops.append(Op(fn, tuple(_wrap(a) for a in args), {k: _wrap(v) for k, v in kwargs.items()}, outs))
+        self._record(fn, args, kwargs, outs)
         return list(outs)
+
+    def _record(self, fn: Callable, args: tuple, kwargs: dict, outs: tuple) -> None:
+        op = Op(fn, tuple(_wrap(a) for a in args), {k: _wrap(v) for k, v in kwargs.items()}, outs)
+        # Each new constant is labelled with its parameter: the generated file names it after that.
+        try:
+            bound = inspect.signature(fn).bind(*op.args, **op.kwargs).arguments
+        except (TypeError, ValueError):
+            bound = {}
+        for param, value in bound.items():
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                if isinstance(item, Const) and not item.label:
+                    item.label = f"{param}{i if len(items) > 1 else ''}"
+        self.ops.append(op)
 
 
 def tensors_in(value: Any) -> list:

@@ -535,4 +535,5 @@ def gather_narrow_convs(ops: list, outputs: list) -> None:
             {"relu": bool(kwargs.get("relu"))},
             op.outputs,
             op.layer,
+            op.keras,
         )

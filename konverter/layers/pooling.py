@@ -242,4 +242,7 @@ def pool_before_bias_relu(ops: list, outputs: list) -> None:
             "bias": bias if isinstance(bias, Const) else None,
             "relu": bool(source.kwargs.get("relu")),
         }
+        moved = "bias and ReLU" if isinstance(bias, Const) and source.kwargs.get("relu") else "bias"
+        moved = moved if isinstance(bias, Const) else "ReLU"
+        op.layer = f"{op.layer}, then the {moved} of {source.layer}"  # the comment stays true
         source.kwargs = {k: v for k, v in source.kwargs.items() if k != "relu"}

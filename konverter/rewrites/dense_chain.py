@@ -48,6 +48,7 @@ class ChainStep:
     activation: Optional[Callable]  # an in-place twin; on the last step any elementwise function; or None
     activation_kwargs: dict
     layer: str
+    keras: tuple = ()  # (layer path, class name): the generated file names the kernel after it
 
     @property
     def relu(self) -> bool:
@@ -113,7 +114,7 @@ def dense_chain(program: Program) -> tuple[Program, Optional[DenseChain]]:
                 kernel = Const(np.vstack([kernel.array, bias.array[None]]))
                 ops[-1] = replace(op, args=(current, ConstView(kernel, "kernel"), ConstView(kernel, "bias")), kwargs={})
             relu = RELU_IN_PLACE if op.fn is core.dense_relu else None
-            chain.steps.append(ChainStep(kernel, bias is not None, relu, {}, op.layer))
+            chain.steps.append(ChainStep(kernel, bias is not None, relu, {}, op.layer, op.keras))
         elif chain.steps and chain.steps[-1].activation is None and _chain_activation(op, op is program.ops[-1]):
             kwargs = {k: v for k, v in args.items() if k != "x"}
             if "axis" in kwargs:

@@ -84,10 +84,13 @@ def _affine_vectors(op: Op, units: int) -> tuple:
     return args.get("x"), scale, shift
 
 
-def _dense_op(x: Tensor, kernel: np.ndarray, bias: np.ndarray, outputs: tuple, layer: str) -> Optional[Op]:
+def _dense_op(
+    x: Tensor, kernel: np.ndarray, bias: np.ndarray, outputs: tuple, layer: str, keras: tuple
+) -> Optional[Op]:
     if not (np.all(np.abs(kernel) <= FLOAT32_MAX) and np.all(np.abs(bias) <= FLOAT32_MAX)):
         return None  # folding would turn an inf/nan or an overflow into other numbers than Keras computes
-    return Op(core.dense, (x, Const(kernel.astype(np.float32)), Const(bias.astype(np.float32))), {}, outputs, layer)
+    args = (x, Const(kernel.astype(np.float32)), Const(bias.astype(np.float32)))
+    return Op(core.dense, args, {}, outputs, layer, keras)
 
 
 def _fold_after(dense: Op, affine: Op) -> Optional[Op]:
@@ -98,7 +101,7 @@ def _fold_after(dense: Op, affine: Op) -> Optional[Op]:
     if a is None or s is None:
         return None
     bias = np.zeros(kernel.shape[1]) if bias is None else bias
-    return _dense_op(xin, kernel * a, bias * a + s, affine.outputs, f"{dense.layer} + {affine.layer}")
+    return _dense_op(xin, kernel * a, bias * a + s, affine.outputs, f"{dense.layer} + {affine.layer}", dense.keras)
 
 
 def _fold_before(affine: Op, dense: Op) -> Optional[Op]:
@@ -109,4 +112,6 @@ def _fold_before(affine: Op, dense: Op) -> Optional[Op]:
     if a is None or s is None:
         return None
     bias = np.zeros(kernel.shape[1]) if bias is None else bias
-    return _dense_op(x, a[:, None] * kernel, s @ kernel + bias, dense.outputs, f"{affine.layer} + {dense.layer}")
+    return _dense_op(
+        x, a[:, None] * kernel, s @ kernel + bias, dense.outputs, f"{affine.layer} + {dense.layer}", dense.keras
+    )

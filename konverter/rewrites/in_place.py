@@ -35,7 +35,7 @@ def run_in_place(ops: list, roots: list) -> list:
             fused = FUSED.get((source.fn, op.fn))
             if fused is not None and not op.kwargs and len(op.args) == 1:
                 label = source.layer if source.layer == op.layer else f"{source.layer} + {op.layer}"
-                result[at] = Op(fused, source.args, source.kwargs, op.outputs, label)
+                result[at] = Op(fused, source.args, source.kwargs, op.outputs, label, source.keras)
                 producer[id(op.outputs[0])] = at
                 continue
             op = replace(op, fn=twin)
