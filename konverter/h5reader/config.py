@@ -51,14 +51,15 @@ def sublayers(entry: dict) -> list[dict]:
 def is_op_node(entry: dict) -> bool:
     """Keras 3 stores `keras.ops.*` calls on symbolic tensors as entries that are not layers.
 
-    `.keras` files say so in `module`; Keras 3's legacy `.h5` writer drops `module`, so there an
-    op is recognised by its config having neither `trainable` nor a `dtype` (layer configs have
-    at least one of them; an op's `dtype` argument, if any, is mostly None): an op "Add" must
-    never be taken for the Add layer.
+    `.keras` files say so in `module` (ops live in keras.src.ops, and `keras.activations.relu` on a
+    symbolic tensor records the operation ReLU of keras.src.activations); Keras 3's legacy `.h5`
+    writer drops `module`, so there an op is recognised by its config having neither `trainable`
+    nor a `dtype` (layer configs have at least one of them; an op's `dtype` argument, if any, is
+    mostly None): an op "Add" must never be taken for the Add layer, nor the op ReLU for the layer.
     """
     module = entry.get("module")
     if isinstance(module, str):
-        return module.startswith("keras.src.ops")
+        return module.startswith(("keras.src.ops", "keras.src.activations"))
     cfg = entry.get("config")
     return (
         "module" not in entry

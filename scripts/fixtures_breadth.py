@@ -1,0 +1,117 @@
+"""Fixtures for issue 12 (breadth): keras.ops activation nodes, adaptive pooling, LayerScale,
+ReversibleEmbedding, GroupQueryAttention.
+
+Run with the fixture virtualenv: `/work/venv-keras/bin/python scripts/fixtures_breadth.py [--only NAME]`.
+Each builder says which formats its layers exist in (most are Keras 3 only).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import fixturelib
+import numpy as np
+from fixturelib import ROOT, keras_for, rand, randomize, save
+from fixtures_functional import deflate_archives
+
+FAMILY = "breadth"
+BATCH = 3
+KERAS3 = ("k3h5", "k3keras")
+
+
+def activation_ops(K, fmt):
+    """Every keras.ops activation node with non-default keyword arguments, plus the operations that
+    keras.activations records (ReLU with its options, Mish)."""
+    from keras.src.activations.activations import Mish
+
+    L, ops, acts = K.layers, K.ops, K.activations
+    x = K.Input(shape=(4, 6))
+    h = L.Dense(6)(x)
+    outs = [
+        ops.relu(h),
+        ops.relu6(h),
+        ops.sigmoid(h),
+        ops.sparse_sigmoid(h),
+        ops.softplus(h),
+        ops.softsign(h),
+        ops.soft_shrink(h, threshold=0.7),
+        ops.sparse_plus(h),
+        ops.silu(h),
+        ops.squareplus(h, b=3),
+        ops.log_sigmoid(h),
+        ops.leaky_relu(h, negative_slope=0.1),
+        ops.hard_sigmoid(h),
+        ops.hard_silu(h),
+        ops.elu(h, alpha=0.5),
+        ops.selu(h),
+        ops.gelu(h),  # approximate=True by default for the op
+        ops.gelu(h, approximate=False),
+        ops.celu(h, alpha=2.0),
+        ops.glu(h),
+        ops.glu(h, axis=1),
+        ops.tanh_shrink(h),
+        ops.hard_tanh(h),
+        ops.hard_shrink(h, threshold=0.3),
+        ops.threshold(h, 0.2, -1.5),
+        ops.softmax(h, axis=1),
+        ops.log_softmax(h),
+        ops.sparsemax(h),
+        ops.tanh(h),
+        ops.exp(h),
+        acts.relu(h),
+        acts.relu(h, negative_slope=0.1, max_value=2.0, threshold=0.5),
+        acts.relu(h, max_value=6.0),
+        acts.gelu(h),  # approximate=False
+        Mish()(h),
+    ]
+    return K.Model(x, outs), [rand((BATCH, 4, 6), 1, 2.5)]
+
+
+def ops_drop_mask(K, fmt):
+    """Keras drops a mask at an operation: the pooling after ops.relu averages every step."""
+    L, ops = K.layers, K.ops
+    t = K.Input(shape=(5,), dtype="int32")
+    e = L.Embedding(10, 3, mask_zero=True)(t)
+    y = L.GlobalAveragePooling1D()(ops.relu(e))
+    tokens = np.array([[1, 2, 0, 0, 0], [3, 0, 4, 5, 0], [9, 8, 7, 6, 5]], dtype=np.int32)
+    return K.Model(t, y), [tokens]
+
+
+BUILDERS = {
+    "activation_ops": (activation_ops, KERAS3),
+    "ops_drop_mask": (ops_drop_mask, KERAS3),
+}
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build the breadth fixtures with real Keras.")
+    parser.add_argument("--only", nargs="*", help="fixture names to build")
+    args = parser.parse_args()
+    for name, (build, formats) in BUILDERS.items():
+        if args.only and name not in args.only:
+            continue
+        for seed, fmt in enumerate(formats):
+            K = keras_for(fmt)
+            K.utils.set_random_seed(1234 + seed)
+            built = build(K, fmt)
+            if built is None:
+                continue
+            model, inputs = built
+            randomize(model, 1000 + seed)
+            try:
+                path = save(FAMILY, name, fmt, model, inputs)
+            except (ValueError, TypeError, KeyError) as err:
+                if fmt != "k3h5":
+                    raise
+                # Keras 3 writes op nodes into .h5 but its loader cannot read them back; the
+                # reference outputs come from the in-memory model, as for every fixture.
+                path = save(FAMILY, name, fmt, model, inputs, check_reload=False)
+                print(f"note: {path.name} not reloadable by Keras ({type(err).__name__})", file=sys.stderr)
+            print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
+    deflate_archives(fixturelib.FIXTURES / FAMILY)
+
+
+if __name__ == "__main__":
+    main()
