@@ -77,9 +77,34 @@ def ops_drop_mask(K, fmt):
     return K.Model(t, y), [tokens]
 
 
+def adaptive_pooling(K, fmt):
+    """Every adaptive pooling layer, both data formats; sizes that do not divide (overlapping
+    windows), equal sizes, and more output cells than input cells (repeated windows)."""
+    L = K.layers
+    x1, x2, x3 = K.Input(shape=(7, 3)), K.Input(shape=(5, 7, 2)), K.Input(shape=(4, 5, 3, 2))
+    first = "channels_first"
+    outs = [
+        L.AdaptiveAveragePooling1D(3)(x1),
+        L.AdaptiveMaxPooling1D(4)(x1),
+        L.AdaptiveAveragePooling1D(9)(x1),
+        L.AdaptiveMaxPooling1D(2, data_format=first)(x1),  # pools the 3-cell axis 1 of (7, 3)
+        L.AdaptiveAveragePooling2D((2, 3))(x2),
+        L.AdaptiveMaxPooling2D(3)(x2),
+        L.AdaptiveAveragePooling2D((3, 1), data_format=first)(x2),
+        L.AdaptiveMaxPooling2D((4, 2), data_format=first)(x2),
+        L.AdaptiveAveragePooling3D((3, 2, 2))(x3),
+        L.AdaptiveMaxPooling3D((2, 4, 3))(x3),
+        L.AdaptiveAveragePooling3D((2, 2, 3), data_format=first)(x3),
+        L.AdaptiveMaxPooling3D(2, data_format=first)(x3),
+    ]
+    inputs = [rand((BATCH, 7, 3), 11), rand((BATCH, 5, 7, 2), 12), rand((BATCH, 4, 5, 3, 2), 13)]
+    return K.Model([x1, x2, x3], outs), inputs
+
+
 BUILDERS = {
     "activation_ops": (activation_ops, KERAS3),
     "ops_drop_mask": (ops_drop_mask, KERAS3),
+    "adaptive_pooling": (adaptive_pooling, KERAS3),
 }
 
 

@@ -15,6 +15,7 @@ from konverter.errors import BadModelFile
 from konverter.h5reader import config as cfgmod
 from konverter.layers import Layer, Tensor
 from konverter.layers import activations as A
+from konverter.layers.adaptive_pooling import adaptive_pool, adaptive_pooling_layer, adaptive_windows
 from konverter.layers.ops import activation_op
 
 BREADTH = FIXTURES / "breadth"
@@ -135,3 +136,64 @@ def test_ops_drop_the_mask_like_keras(tmp_path):
     module = convert_and_import(npz.with_suffix(".keras"), tmp_path)
     xs, ys = load_reference(npz)
     check_all_modes(module, xs, ys, "ops_drop_mask")
+
+
+# ----------------------------------------------------------------------------- adaptive pooling
+@pytest.mark.parametrize("size", range(1, 13))
+@pytest.mark.parametrize("out", range(1, 13))
+def test_adaptive_windows_follow_keras_bin_formula(size, out):
+    # Keras: starts floor(i*n/out), ends ceil((i+1)*n/out), computed in floating point.
+    got = adaptive_windows(size, out)
+    starts = np.floor(np.arange(out) * size / out).astype(int)
+    ends = np.ceil(np.arange(1, out + 1) * size / out).astype(int)
+    assert got == tuple(zip(starts.tolist(), ends.tolist()))
+    # Every cell is used, and every window has one of the two sizes Keras's "two-pool gather" knows.
+    assert {c for start, end in got for c in range(start, end)} == set(range(size))
+    small = -(-size // out)
+    assert {end - start for start, end in got} <= {small, small + 1}
+
+
+@pytest.mark.parametrize("reduce_max", [False, True])
+def test_adaptive_pool_matches_a_per_cell_reference(reduce_max):
+    x = randn(2, 5, 7, 3)
+    windows = (adaptive_windows(5, 3), adaptive_windows(7, 4))
+    got = adaptive_pool(x, windows, reduce_max, channels_first=False)
+    ref = np.empty((2, 3, 4, 3), dtype=np.float64)
+    for i, (h0, h1) in enumerate(windows[0]):
+        for j, (w0, w1) in enumerate(windows[1]):
+            box = x[:, h0:h1, w0:w1, :].astype(np.float64)
+            ref[:, i, j] = box.max(axis=(1, 2)) if reduce_max else box.mean(axis=(1, 2))
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+    assert got.dtype == np.float32
+    first = adaptive_pool(np.moveaxis(x, -1, 1), windows, reduce_max, channels_first=True)
+    np.testing.assert_array_equal(np.moveaxis(first, 1, -1), got)
+
+
+def test_adaptive_pool_never_returns_a_view_of_its_input():
+    x = randn(2, 4, 3)
+    y = adaptive_pool(x, (adaptive_windows(4, 1),), True, channels_first=False)
+    assert not np.shares_memory(x, y)
+
+
+def _adaptive_layer(shape, **config):
+    return Layer("p", "AdaptiveMaxPooling2D", {"name": "p", **config}, [], 3, [Tensor(shape)], {})
+
+
+@pytest.mark.parametrize(
+    ("shape", "config", "error", "message"),
+    [
+        ((None, 7, 2), {"output_size": [2, 2]}, UnsupportedModel, "unknown size"),
+        ((5, 7, 2), {"output_size": [2, 0]}, BadModelFile, "invalid output_size"),
+        ((5, 7, 2), {"output_size": [2, 2, 2]}, BadModelFile, "invalid output_size"),
+        ((5, 7, 2), {"output_size": [1 << 20, 2]}, UnsupportedModel, "more than 65536 cells"),
+        ((5, 7, 2), {"output_size": [2, 2], "data_format": "nhwc"}, UnsupportedModel, "data_format"),
+        ((5, 7), {"output_size": [2, 2]}, UnsupportedModel, "rank-4 input"),
+    ],
+)
+def test_adaptive_pooling_refusals(shape, config, error, message):
+    with pytest.raises(error, match=message):
+        adaptive_pooling_layer(_adaptive_layer(shape, **config))
+
+
+def test_adaptive_pooling_exists_in_both_keras3_formats():
+    assert {"adaptive_pooling__k3h5", "adaptive_pooling__k3keras"} <= fixture_names()
