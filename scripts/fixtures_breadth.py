@@ -101,11 +101,80 @@ def adaptive_pooling(K, fmt):
     return K.Model([x1, x2, x3], outs), inputs
 
 
+def _convnext_module(K):
+    if fixturelib.is_keras3(K):
+        from keras.src.applications import convnext
+    else:
+        from tf_keras.src.applications import convnext
+    return convnext
+
+
+def layer_scale(K, fmt):
+    """A ConvNeXt block as keras.applications writes it: depthwise conv, LayerNormalization, MLP,
+    LayerScale, StochasticDepth (identity at inference), residual add."""
+    convnext, L = _convnext_module(K), K.layers
+    x = K.Input(shape=(5, 5, 4))
+    h = L.DepthwiseConv2D(3, padding="same")(x)
+    h = L.LayerNormalization(epsilon=1e-6)(h)
+    h = L.Dense(8, activation="gelu")(h)
+    h = L.Dense(4)(h)
+    h = convnext.LayerScale(1e-6, 4)(h)
+    h = convnext.StochasticDepth(0.1)(h)
+    return K.Model(x, L.Add()([x, h])), [rand((BATCH, 5, 5, 4), 21)]
+
+
+def convnext_small(K, fmt):
+    """keras.applications' own ConvNeXt builder (the code behind ConvNeXtTiny), shrunk to one block
+    per stage and a few channels, preprocessing and classifier head included."""
+    convnext = _convnext_module(K)
+    name_key = "name" if fixturelib.is_keras3(K) else "model_name"
+    model = convnext.ConvNeXt(
+        depths=[1, 1, 1, 1],
+        projection_dims=[4, 8, 8, 8],
+        drop_path_rate=0.1,
+        layer_scale_init_value=1e-6,
+        include_top=True,
+        weights=None,
+        input_shape=(32, 32, 3),
+        classes=3,
+        classifier_activation="softmax",
+        **{name_key: "convnext_small_test"},
+    )
+    return model, [rand((2, 32, 32, 3), 22, 40.0) + 120.0]
+
+
+def reversible_embedding(K, fmt):
+    """Keras 3.15's ReversibleEmbedding: a lookup with a mask, the tied reverse projection, and an
+    untied one with a logit soft cap (a shared layer called in both modes)."""
+    L = K.layers
+    t = K.Input(shape=(5,), dtype="int32")
+    tied = L.ReversibleEmbedding(11, 6, mask_zero=True)
+    untied = L.ReversibleEmbedding(11, 6, tie_weights=False, logit_soft_cap=2.0)
+    e = tied(t)
+    outs = [
+        L.GlobalAveragePooling1D()(e),  # reads the mask
+        tied(L.Dense(6)(e), reverse=True),
+        untied(untied(t), reverse=True),
+    ]
+    tokens = np.array([[1, 2, 0, 0, 0], [3, 10, 4, 5, 0], [9, 8, 7, 6, 5]], dtype=np.int32)
+    return K.Model(t, outs), [tokens]
+
+
 BUILDERS = {
     "activation_ops": (activation_ops, KERAS3),
     "ops_drop_mask": (ops_drop_mask, KERAS3),
     "adaptive_pooling": (adaptive_pooling, KERAS3),
+    "layer_scale": (layer_scale, fixturelib.FORMATS),
+    # LayerScale is tested in all four formats above; the whole application (~150 KB a file) in three.
+    "convnext_small": (convnext_small, ("k2h5", "k3h5", "k3keras")),
+    "reversible_embedding": (reversible_embedding, KERAS3),
 }
+
+
+def custom_objects(K) -> dict:
+    """The classes Keras needs to reload an .h5 holding keras.applications' own layers."""
+    convnext = _convnext_module(K)
+    return {"LayerScale": convnext.LayerScale, "StochasticDepth": convnext.StochasticDepth}
 
 
 def main() -> None:
@@ -126,7 +195,8 @@ def main() -> None:
             model, inputs = built
             randomize(model, 1000 + seed)
             try:
-                path = save(FAMILY, name, fmt, model, inputs)
+                with K.utils.custom_object_scope(custom_objects(K)):
+                    path = save(FAMILY, name, fmt, model, inputs)
             except (ValueError, TypeError, KeyError) as err:
                 if fmt != "k3h5":
                     raise

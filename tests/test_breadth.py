@@ -12,10 +12,13 @@ from conftest import FIXTURES, check_all_modes, convert_and_import, edit_keras_c
 
 from konverter import UnsupportedModel, konvert
 from konverter.errors import BadModelFile
+from konverter.graph import build_program
 from konverter.h5reader import config as cfgmod
+from konverter.h5reader import read_model
 from konverter.layers import Layer, Tensor
 from konverter.layers import activations as A
 from konverter.layers.adaptive_pooling import adaptive_pool, adaptive_pooling_layer, adaptive_windows
+from konverter.layers.embedding import embedding_lookup, reverse_embedding
 from konverter.layers.ops import activation_op
 
 BREADTH = FIXTURES / "breadth"
@@ -197,3 +200,59 @@ def test_adaptive_pooling_refusals(shape, config, error, message):
 
 def test_adaptive_pooling_exists_in_both_keras3_formats():
     assert {"adaptive_pooling__k3h5", "adaptive_pooling__k3keras"} <= fixture_names()
+
+
+# ----------------------------------------------------------------------------- LayerScale, ReversibleEmbedding
+def test_layer_scale_and_convnext_exist_in_their_formats():
+    names = fixture_names()
+    assert {f"layer_scale__{fmt}" for fmt in ("k2h5", "k2keras", "k3h5", "k3keras")} <= names
+    assert {f"convnext_small__{fmt}" for fmt in ("k2h5", "k3h5", "k3keras")} <= names
+    assert {"reversible_embedding__k3h5", "reversible_embedding__k3keras"} <= names
+
+
+def test_a_custom_class_named_like_layer_scale_stays_refused(tmp_path):
+    model = tmp_path / "custom.keras"
+
+    def edit(config):
+        entry = next(e for e in _layers(config) if e["class_name"] == "LayerScale")
+        entry["module"], entry["registered_name"] = "my_package.layers", "my_package>LayerScale"
+
+    edit_keras_config(BREADTH / "layer_scale__k3keras.keras", model, edit)
+    with pytest.raises(UnsupportedModel, match=r"LayerScale: custom object"):
+        konvert(model, tmp_path / "out.py")
+
+
+@pytest.mark.parametrize("cap", [None, 2.0])
+@pytest.mark.parametrize("tied", [True, False])
+def test_reverse_embedding_matches_definition(cap, tied):
+    x, table, kernel = randn(2, 3, 4), randn(7, 4), randn(4, 7)
+    got = reverse_embedding(x, table, None if tied else kernel, cap)
+    logits = x.astype(np.float64) @ (table.T if tied else kernel).astype(np.float64)
+    ref = logits if cap is None else np.tanh(logits / cap) * cap
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    assert got.dtype == np.float32 and got.shape == (2, 3, 7)
+
+
+def test_tied_reversible_embedding_stores_its_table_once():
+    # Both calls of the shared layer read the same array: the generated file embeds it once.
+    program = build_program(read_model(BREADTH / "reversible_embedding__k3keras.keras"))
+    lookup = next(op for op in program.ops if op.fn is embedding_lookup)
+    reverse = next(op for op in program.ops if op.fn is reverse_embedding and op.args[2] is None)
+    assert np.shares_memory(lookup.args[1].array, reverse.args[1].array)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"reverse_dtype": "bfloat16"}, "reverse_dtype 'bfloat16'"), ({"lora_rank": 4}, "LoRA")],
+)
+def test_reversible_embedding_refusals(tmp_path, changes, message):
+    model = tmp_path / "edited.keras"
+
+    def edit(config):
+        for entry in _layers(config):
+            if entry["class_name"] == "ReversibleEmbedding":
+                entry["config"].update(changes)
+
+    edit_keras_config(BREADTH / "reversible_embedding__k3keras.keras", model, edit)
+    with pytest.raises(UnsupportedModel, match=message):
+        konvert(model, tmp_path / "out.py")
