@@ -160,6 +160,26 @@ def reversible_embedding(K, fmt):
     return K.Model(t, outs), [tokens]
 
 
+def group_query_attention(K, fmt):
+    """GroupQueryAttention: grouped heads with a causal mask, cross attention with a separate key and
+    dropout (ignored at inference; Keras then takes its einsum path, not dot_product_attention), equal
+    head counts without bias."""
+    L = K.layers
+    x = K.Input(shape=(5, 6))
+    m = K.Input(shape=(7, 6))  # Keras requires query and value feature sizes to be equal
+    gqa = L.GroupQueryAttention(head_dim=3, num_query_heads=4, num_key_value_heads=2)
+    cross = L.GroupQueryAttention(head_dim=2, num_query_heads=6, num_key_value_heads=3, dropout=0.3)
+    plain = L.GroupQueryAttention(head_dim=4, num_query_heads=2, num_key_value_heads=2, use_bias=False)
+    outs = [
+        gqa(x, x, use_causal_mask=True),
+        cross(x, m, key=L.Dense(6)(m)),
+        plain(x, m),
+        plain(x, m, use_causal_mask=True),  # 5 queries, 7 keys: the mask is aligned top-left
+        gqa(x, x),
+    ]
+    return K.Model([x, m], outs), [rand((BATCH, 5, 6), 31), rand((BATCH, 7, 6), 32)]
+
+
 BUILDERS = {
     "activation_ops": (activation_ops, KERAS3),
     "ops_drop_mask": (ops_drop_mask, KERAS3),
@@ -168,6 +188,7 @@ BUILDERS = {
     # LayerScale is tested in all four formats above; the whole application (~150 KB a file) in three.
     "convnext_small": (convnext_small, ("k2h5", "k3h5", "k3keras")),
     "reversible_embedding": (reversible_embedding, KERAS3),
+    "group_query_attention": (group_query_attention, KERAS3),
 }
 
 

@@ -18,6 +18,7 @@ from konverter.h5reader import read_model
 from konverter.layers import Layer, Tensor
 from konverter.layers import activations as A
 from konverter.layers.adaptive_pooling import adaptive_pool, adaptive_pooling_layer, adaptive_windows
+from konverter.layers.attention import mha_attend, repeat_heads
 from konverter.layers.embedding import embedding_lookup, reverse_embedding
 from konverter.layers.ops import activation_op
 
@@ -256,3 +257,54 @@ def test_reversible_embedding_refusals(tmp_path, changes, message):
     edit_keras_config(BREADTH / "reversible_embedding__k3keras.keras", model, edit)
     with pytest.raises(UnsupportedModel, match=message):
         konvert(model, tmp_path / "out.py")
+
+
+# ----------------------------------------------------------------------------- GroupQueryAttention
+def test_group_query_attention_exists_in_both_keras3_formats():
+    assert {"group_query_attention__k3h5", "group_query_attention__k3keras"} <= fixture_names()
+
+
+def test_grouped_heads_attend_to_their_groups_key_value_head():
+    # 4 query heads over 2 key/value heads: query heads 0, 1 use kv head 0, heads 2, 3 kv head 1.
+    q, k, v = randn(2, 5, 4, 3), randn(2, 6, 2, 3), randn(2, 6, 2, 3)
+    got = mha_attend(q, repeat_heads(k, 2), repeat_heads(v, 2), axes=(1,), scale=0.5, causal=True)
+    for h in range(4):
+        s = 0.5 * np.einsum("btd,bsd->bts", q[:, :, h], k[:, :, h // 2]).astype(np.float64)
+        s = np.where(np.tril(np.ones((5, 6), dtype=bool)), s, -np.inf)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        np.testing.assert_allclose(got[:, :, h], p @ v[:, :, h // 2], rtol=1e-5, atol=1e-6)
+
+
+def _edit_gqa(tmp_path, edit_entry):
+    model = tmp_path / "edited.keras"
+
+    def edit(config):
+        entry = next(e for e in _layers(config) if e["class_name"] == "GroupQueryAttention")
+        edit_entry(entry)
+
+    return edit_keras_config(BREADTH / "group_query_attention__k3keras.keras", model, edit)
+
+
+def _attention_mask(entry):
+    node = entry["inbound_nodes"][0]
+    node["kwargs"]["attention_mask"] = node["args"][0]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda e: e["config"].update(use_gate=True), "use_gate"),
+        (lambda e: e["config"].update(sliding_window=2), "sliding_window"),
+        (_attention_mask, "called with attention_mask"),
+        (lambda e: e["inbound_nodes"][0]["kwargs"].update(return_attention_scores=True), "return_attention_scores"),
+    ],
+)
+def test_group_query_attention_refusals(tmp_path, edit, message):
+    with pytest.raises(UnsupportedModel, match=message):
+        konvert(_edit_gqa(tmp_path, edit), tmp_path / "out.py")
+
+
+def test_group_query_attention_with_heads_that_do_not_group_is_a_bad_file(tmp_path):
+    with pytest.raises(BadModelFile, match="4 query heads for 3 key/value heads"):
+        konvert(_edit_gqa(tmp_path, lambda e: e["config"].update(num_key_value_heads=3)), tmp_path / "out.py")
