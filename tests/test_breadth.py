@@ -20,6 +20,13 @@ from konverter.layers import activations as A
 from konverter.layers.adaptive_pooling import adaptive_pool, adaptive_pooling_layer, adaptive_windows
 from konverter.layers.attention import mha_attend, repeat_heads
 from konverter.layers.embedding import embedding_lookup, reverse_embedding
+from konverter.layers.keras_hub import (
+    position_embedding,
+    rotary_embedding,
+    rotary_inverse_freq,
+    sine_position_encoding,
+    sublayer_weights,
+)
 from konverter.layers.ops import activation_op
 
 BREADTH = FIXTURES / "breadth"
@@ -308,3 +315,100 @@ def test_group_query_attention_refusals(tmp_path, edit, message):
 def test_group_query_attention_with_heads_that_do_not_group_is_a_bad_file(tmp_path):
     with pytest.raises(BadModelFile, match="4 query heads for 3 key/value heads"):
         konvert(_edit_gqa(tmp_path, lambda e: e["config"].update(num_key_value_heads=3)), tmp_path / "out.py")
+
+
+# ----------------------------------------------------------------------------- keras_hub
+HUB = ("hub_encoder", "hub_decoder", "hub_embeddings")
+
+
+def test_keras_hub_fixtures_exist_in_both_keras3_formats():
+    assert {f"{name}__{fmt}" for name in HUB for fmt in ("k3h5", "k3keras")} <= fixture_names()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["hub_bert_backbone__k3keras.keras", "hub_bert_backbone__k3h5.h5", "hub_bert_classifier__k3keras.keras"],
+)
+def test_keras_hub_backbone_and_task_models_are_refused_by_class_name(path, tmp_path):
+    with pytest.raises(UnsupportedModel) as caught:
+        konvert(BREADTH / path, tmp_path / "out.py")
+    message = str(caught.value)
+    assert "BertBackbone" in message or "BertTextClassifier" in message
+    assert "subclassed Model, which is not supported" in message
+    assert caught.value.exit_code == 4
+    assert not (tmp_path / "out.py").exists()
+
+
+def test_sine_position_encoding_matches_its_definition():
+    x = randn(2, 5, 6)
+    got = sine_position_encoding(x, max_wavelength=100.0, start=3)
+    pos = np.arange(3, 8, dtype=np.float64)[:, None]
+    j = np.arange(6)
+    angle = pos * (1 / 100.0) ** (2 * (j // 2) / 6)
+    ref = np.where(j % 2 == 0, np.sin(angle), np.cos(angle))
+    np.testing.assert_allclose(got, np.broadcast_to(ref, x.shape), rtol=1e-5, atol=1e-6)
+    assert got.flags.writeable and got.dtype == np.float32
+
+
+def test_rotary_embedding_rotates_each_feature_pair_by_position_times_frequency():
+    x = randn(2, 4, 6)
+    inverse = rotary_inverse_freq(6, 6, 10000.0, 1.0)
+    got = rotary_embedding(x, inverse, start=0, sequence_axis=1, feature_axis=2)
+    for t in range(4):
+        for i in range(3):  # features i and i + 3 form one rotating pair
+            a, b = x[:, t, i].astype(np.float64), x[:, t, i + 3].astype(np.float64)
+            theta = t * 10000.0 ** (-2 * i / 6)
+            np.testing.assert_allclose(got[:, t, i], a * np.cos(theta) - b * np.sin(theta), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got[:, t, i + 3], b * np.cos(theta) + a * np.sin(theta), rtol=1e-5, atol=1e-6)
+
+
+def test_position_embedding_result_is_not_a_view_of_the_table():
+    table = randn(9, 4)
+    got = position_embedding(randn(2, 5, 4), table, start=2)
+    np.testing.assert_array_equal(got[1], table[2:7])
+    assert not np.shares_memory(got, table)
+
+
+def _edit_hub(tmp_path, name: str, class_name: str, edit_entry):
+    """A keras_hub fixture's .keras (bare class names there, "keras_hub>Name" in .h5) edited."""
+    model = tmp_path / "edited.keras"
+
+    def edit(config):
+        edit_entry(next(e for e in _layers(config) if e["class_name"] == class_name))
+
+    return edit_keras_config(BREADTH / f"{name}__k3keras.keras", model, edit)
+
+
+def _padding_mask(entry):
+    node = entry["inbound_nodes"][0]
+    node["kwargs"]["padding_mask"] = node["args"][0]
+
+
+@pytest.mark.parametrize(
+    ("name", "class_name", "edit", "message"),
+    [
+        ("hub_encoder", "TransformerEncoder", _padding_mask, "called with padding_mask"),
+        ("hub_embeddings", "RotaryEmbedding", lambda e: e["config"].update(rope_type="yarn"), "rope_type"),
+        (
+            "hub_embeddings",
+            "PositionEmbedding",
+            lambda e: e["inbound_nodes"][0]["kwargs"].update(start_index=e["inbound_nodes"][0]["args"][0]),
+            "start_index computed at run time",
+        ),
+        (
+            "hub_encoder",
+            "TransformerEncoder",
+            lambda e: e.update(module="my_pkg.layers", registered_name="my_pkg>TransformerEncoder"),
+            "custom object",
+        ),
+    ],
+)
+def test_keras_hub_refusals(tmp_path, name, class_name, edit, message):
+    with pytest.raises(UnsupportedModel, match=message):
+        konvert(_edit_hub(tmp_path, name, class_name, edit), tmp_path / "out.py")
+
+
+def test_a_weight_of_no_known_sublayer_is_refused():
+    layer = Layer("enc", "TransformerEncoder", {}, [randn(4)], 3, [Tensor((3, 4))], {}, weight_names=["enc/x/gamma"])
+    with pytest.raises(UnsupportedModel, match="belongs to no known sublayer"):
+        sublayer_weights(layer, {"norm": ("norm",)})

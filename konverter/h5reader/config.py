@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import BadModelFile
+from ..errors import BadModelFile, UnsupportedModel
 from .text import shown
 
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
@@ -36,6 +36,21 @@ def name_of(entry: dict) -> str:
 
 def is_model(entry: dict) -> bool:
     return class_of(entry) in MODEL_CLASSES
+
+
+def require_model(entry: dict) -> None:
+    """The top-level object must be a Sequential or Functional model. Keras saves only models, so
+    anything else is a Model subclass (keras_hub's Backbone and Task models among them): its
+    config holds constructor arguments only, the layers are built by Python code not in the file."""
+    if is_model(entry):
+        return
+    config_of(entry)
+    registered = entry.get("registered_name")
+    who = registered if isinstance(registered, str) and registered else class_of(entry)
+    raise UnsupportedModel(
+        f"the model is a {shown(who)}, a subclassed Model, which is not supported: its file holds only "
+        "constructor arguments, and the code that builds its layers is not in the file"
+    )
 
 
 def sublayers(entry: dict) -> list[dict]:

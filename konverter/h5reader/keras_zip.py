@@ -64,8 +64,7 @@ def read_keras_zip(path: str) -> ModelFile:
         weights_info = members.get("model.weights.h5") or members["variables.h5"]
         blob = _member(archive, weights_info)
     model = ModelFile(path, "keras", version, "", config)
-    if not cfgmod.is_model(config):
-        raise BadModelFile(f"the top-level object is a {shown(cfgmod.class_of(config))}, not a model")
+    cfgmod.require_model(config)
     with open_file(io.BytesIO(blob), "model.weights.h5") as f:
         root = f
         _read_container(model, root, config, ())

@@ -66,7 +66,8 @@ def masking_layer(layer: Layer) -> Tensor:
     return out
 
 
-@converter("ReversibleEmbedding", mask="own")
+# keras_hub's ReversibleEmbedding is this class, registered under its own name.
+@converter("ReversibleEmbedding", "keras_hub>ReversibleEmbedding", "keras_nlp>ReversibleEmbedding", mask="own")
 def reversible_embedding_layer(layer: Layer) -> Tensor:
     """Keras 3.15's (and keras_hub's) ReversibleEmbedding: a lookup, or with `reverse=True` the
     projection back onto the vocabulary. A mask reaching the reverse call ends there, as in Keras."""
