@@ -1,7 +1,7 @@
 """Fixtures for issue 12: keras_hub building blocks inside Functional models (made by real keras_hub),
 and keras_hub Backbone/Task models, which Konverter refuses by name.
 
-Run with the fixture virtualenv: `/work/venv-keras/bin/python scripts/fixtures_hub.py [--only NAME]`.
+Run with the fixture virtualenv: `/work/venv-keras/bin/python scripts/fixtures_hub.py [--only NAME ...|backbones]`.
 keras_hub needs Keras 3, so every fixture is written as Keras 3 .h5 and .keras.
 """
 
@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import sys
 
-import fixturelib
 import numpy as np
-from fixturelib import FIXTURES, ROOT, keras_for, rand, randomize, save
-from fixtures_functional import deflate_archives
+from fixturelib import FIXTURES, keras_for, rand, run
+from fixtures_breadth import FAMILY, deflate_archives
 
-FAMILY = "breadth"
 BATCH = 3
 FORMATS = ("k3h5", "k3keras")
 
@@ -88,34 +86,9 @@ def backbones() -> None:
     task.save(str(folder / "hub_bert_classifier__k3keras.keras"))
 
 
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Build the keras_hub fixtures with real keras_hub.")
-    parser.add_argument("--only", nargs="*", help="fixture names to build (or 'backbones')")
-    args = parser.parse_args()
-    for name, build in BUILDERS.items():
-        if args.only and name not in args.only:
-            continue
-        for seed, fmt in enumerate(FORMATS):
-            K = keras_for(fmt)
-            K.utils.set_random_seed(1234 + seed)
-            model, inputs = build(K, fmt)
-            randomize(model, 1000 + seed)
-            try:
-                path = save(FAMILY, name, fmt, model, inputs)
-            except (ValueError, TypeError, KeyError) as err:
-                if fmt != "k3h5":
-                    raise
-                # Keras 3's .h5 loader cannot rebuild keras_hub layers (nor op nodes); the reference
-                # outputs come from the in-memory model, as for every fixture.
-                path = save(FAMILY, name, fmt, model, inputs, check_reload=False)
-                print(f"note: {path.name} not reloadable by Keras ({type(err).__name__})", file=sys.stderr)
-            print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
-    if not args.only or "backbones" in args.only:
-        backbones()
-    deflate_archives(fixturelib.FIXTURES / FAMILY)
-
-
 if __name__ == "__main__":
-    main()
+    # fixtures_breadth's save (imported above) keeps the .h5 files that Keras 3 cannot reload.
+    run(FAMILY, BUILDERS, formats=FORMATS)
+    if "--only" not in sys.argv or "backbones" in sys.argv:
+        backbones()
+    deflate_archives(FIXTURES / FAMILY)

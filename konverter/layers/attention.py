@@ -119,6 +119,12 @@ def _causal(layer: Layer) -> bool:
 
 
 def _mha_inputs(layer: Layer) -> tuple[Tensor, Tensor, Tensor]:
+    """query, value, key of a MultiHeadAttention-like call, refusing what Konverter cannot compute."""
+    _refuse_masks(layer, ("attention_mask", "query_mask", "value_mask", "key_mask"))
+    if layer.get("use_gate", False):
+        raise layer.unsupported("use_gate=True")
+    if layer.get("sliding_window") is not None:
+        raise layer.unsupported("sliding_window")
     positional = list(layer.args)
     names = ("query", "value", "key")
     found: dict = {}
@@ -136,12 +142,7 @@ def _mha_inputs(layer: Layer) -> tuple[Tensor, Tensor, Tensor]:
 
 @converter("MultiHeadAttention")
 def multi_head_attention_layer(layer: Layer) -> Tensor:
-    _refuse_masks(layer, ("attention_mask", "query_mask", "value_mask", "key_mask"))
     q, v, k = _mha_inputs(layer)
-    if layer.get("use_gate", False):
-        raise layer.unsupported("use_gate=True")
-    if layer.get("sliding_window") is not None:
-        raise layer.unsupported("sliding_window")
     heads = as_int(layer.get("num_heads"), "num_heads")
     key_dim = as_int(layer.get("key_dim"), "key_dim")
     value_dim = as_int(layer.get("value_dim") or key_dim, "value_dim")
@@ -197,12 +198,7 @@ def multi_head_attention_layer(layer: Layer) -> Tensor:
 def group_query_attention_layer(layer: Layer) -> Tensor:
     """Keras 3's GroupQueryAttention: MultiHeadAttention whose key/value projections have fewer
     heads, each repeated for a group of query heads (Keras's ops.repeat on the head axis)."""
-    _refuse_masks(layer, ("attention_mask", "query_mask", "value_mask", "key_mask"))
     q, v, k = _mha_inputs(layer)
-    if layer.get("use_gate", False):
-        raise layer.unsupported("use_gate=True")
-    if layer.get("sliding_window") is not None:
-        raise layer.unsupported("sliding_window")
     head_dim = as_int(layer.get("head_dim"), "head_dim")
     q_heads = as_int(layer.get("num_query_heads"), "num_query_heads")
     kv_heads = as_int(layer.get("num_key_value_heads"), "num_key_value_heads")
