@@ -39,14 +39,19 @@ def is_model(entry: dict) -> bool:
 
 
 def require_model(entry: dict) -> None:
-    """The top-level object must be a Sequential or Functional model. Keras saves only models, so
-    anything else is a Model subclass (keras_hub's Backbone and Task models among them): its
-    config holds constructor arguments only, the layers are built by Python code not in the file."""
+    """The top-level object must be a Sequential or Functional model. Keras saves only models: a
+    layer class there is a damaged file, anything else a Model subclass (keras_hub's Backbone and
+    Task models among them), whose config holds constructor arguments only."""
     if is_model(entry):
         return
     config_of(entry)
+    cls = class_of(entry)
     registered = entry.get("registered_name")
-    who = registered if isinstance(registered, str) and registered else class_of(entry)
+    from ..layers import CONVERTERS  # imported late: the layer families use this module's helpers
+
+    if cls in CONVERTERS and not (isinstance(registered, str) and ">" in registered):
+        raise BadModelFile(f"the top-level object is a {shown(cls)} layer, not a model")
+    who = registered if isinstance(registered, str) and registered else cls
     raise UnsupportedModel(
         f"the model is a {shown(who)}, a subclassed Model, which is not supported: its file holds only "
         "constructor arguments, and the code that builds its layers is not in the file"
