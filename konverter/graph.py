@@ -386,6 +386,7 @@ class Builder:
             kwargs=kwargs,
             options=self.options,
             backend=self.model.backend,
+            weight_names=self.model.weight_names.get(tuple(path), []),
         )
         start, start_states = len(self.ops), len(self.state_slots)
         layer.ops = self.ops

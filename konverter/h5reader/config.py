@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import BadModelFile
+from ..errors import BadModelFile, UnsupportedModel
 from .text import shown
 
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
@@ -38,6 +38,26 @@ def is_model(entry: dict) -> bool:
     return class_of(entry) in MODEL_CLASSES
 
 
+def require_model(entry: dict) -> None:
+    """The top-level object must be a Sequential or Functional model. Keras saves only models: a
+    layer class there is a damaged file, anything else a Model subclass (keras_hub's Backbone and
+    Task models among them), whose config holds constructor arguments only."""
+    if is_model(entry):
+        return
+    config_of(entry)
+    cls = class_of(entry)
+    registered = entry.get("registered_name")
+    from ..layers import CONVERTERS  # imported late: the layer families use this module's helpers
+
+    if cls in CONVERTERS and not (isinstance(registered, str) and ">" in registered):
+        raise BadModelFile(f"the top-level object is a {shown(cls)} layer, not a model")
+    who = registered if isinstance(registered, str) and registered else cls
+    raise UnsupportedModel(
+        f"the model is a {shown(who)}, a subclassed Model, which is not supported: its file holds only "
+        "constructor arguments, and the code that builds its layers is not in the file"
+    )
+
+
 def sublayers(entry: dict) -> list[dict]:
     """The layer entries of a Sequential/Functional config, in stored order."""
     layers = config_of(entry).get("layers")
@@ -51,14 +71,15 @@ def sublayers(entry: dict) -> list[dict]:
 def is_op_node(entry: dict) -> bool:
     """Keras 3 stores `keras.ops.*` calls on symbolic tensors as entries that are not layers.
 
-    `.keras` files say so in `module`; Keras 3's legacy `.h5` writer drops `module`, so there an
-    op is recognised by its config having neither `trainable` nor a `dtype` (layer configs have
-    at least one of them; an op's `dtype` argument, if any, is mostly None): an op "Add" must
-    never be taken for the Add layer.
+    `.keras` files say so in `module` (ops live in keras.src.ops, and `keras.activations.relu` on a
+    symbolic tensor records the operation ReLU of keras.src.activations); Keras 3's legacy `.h5`
+    writer drops `module`, so there an op is recognised by its config having neither `trainable`
+    nor a `dtype` (layer configs have at least one of them; an op's `dtype` argument, if any, is
+    mostly None): an op "Add" must never be taken for the Add layer, nor the op ReLU for the layer.
     """
     module = entry.get("module")
     if isinstance(module, str):
-        return module.startswith("keras.src.ops")
+        return module.startswith(("keras.src.ops", "keras.src.activations"))
     cfg = entry.get("config")
     return (
         "module" not in entry

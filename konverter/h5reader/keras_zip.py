@@ -34,6 +34,10 @@ CHILD_ORDER = [
     "_output_dense",
 ]
 
+# The weights group is named after the Python class; the config holds the public name, which
+# differs for this one Keras 3 layer (every other alias is saved under its class's own name).
+PYTHON_CLASS = {"GroupQueryAttention": "GroupedQueryAttention"}
+
 
 def read_keras_zip(path: str) -> ModelFile:
     try:
@@ -60,8 +64,7 @@ def read_keras_zip(path: str) -> ModelFile:
         weights_info = members.get("model.weights.h5") or members["variables.h5"]
         blob = _member(archive, weights_info)
     model = ModelFile(path, "keras", version, "", config)
-    if not cfgmod.is_model(config):
-        raise BadModelFile(f"the top-level object is a {shown(cfgmod.class_of(config))}, not a model")
+    cfgmod.require_model(config)
     with open_file(io.BytesIO(blob), "model.weights.h5") as f:
         root = f
         _read_container(model, root, config, ())
@@ -121,7 +124,7 @@ def _read_container(model: ModelFile, group, entry: dict, prefix: tuple) -> None
         cls = cfgmod.class_of(layer)
         if cfgmod.is_op_node(layer) or (sequential and cls == "InputLayer"):
             continue
-        base = cfgmod.snake_case("Functional" if cls == "Model" else cls)
+        base = cfgmod.snake_case(PYTHON_CLASS.get(cls, "Functional" if cls == "Model" else cls))
         n = counts.get(base, 0)
         counts[base] = n + 1
         key = base if n == 0 else f"{base}_{n}"

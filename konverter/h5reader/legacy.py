@@ -25,8 +25,7 @@ def read_legacy(f, path: str) -> ModelFile:
     cfgmod.class_of(config)
     root = walk(f, "model_weights") if "model_weights" in f else f
     layer_names = read_names(root.attrs, "layer_names") or []
-    if not cfgmod.is_model(config):
-        raise BadModelFile(f"the top-level object is a {shown(config['class_name'])}, not a model")
+    cfgmod.require_model(config)
     entries = {cfgmod.name_of(e): e for e in cfgmod.sublayers(config)}
     for name in layer_names:
         group = walk(root, name)

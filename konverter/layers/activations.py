@@ -174,6 +174,11 @@ def hard_shrink(x, threshold):
     return np.where(np.abs(x) > threshold, x, 0.0).astype(x.dtype)
 
 
+def threshold(x, threshold, default_value):
+    # keras.ops.threshold: x where x > threshold, else default_value.
+    return np.where(x > threshold, x, default_value).astype(x.dtype)
+
+
 def glu(x, axis):
     a, b = np.split(x, 2, axis=axis)
     return a * sigmoid(b)
@@ -246,9 +251,11 @@ _SIMPLE = {
     "tanh_shrink": (tanh_shrink, {}),
     "soft_shrink": (soft_shrink, {"threshold": 0.5}),
     "hard_shrink": (hard_shrink, {"threshold": 0.5}),
+    # Only as a keras.ops node (the activation needs its arguments, so it never appears by name).
+    "threshold": (threshold, {"threshold": None, "default_value": None}),
 }
 _AXIS = {"softmax": softmax, "softmax_v2": softmax, "log_softmax": log_softmax, "sparsemax": sparsemax, "glu": glu}
-ACTIVATION_NAMES = sorted(["linear", "hard_sigmoid", *_SIMPLE, *_AXIS])
+ACTIVATION_NAMES = sorted(["linear", "hard_sigmoid", *(n for n in _SIMPLE if n != "threshold"), *_AXIS])
 
 
 def activation_name(value: object, layer: Layer) -> str:
@@ -283,23 +290,57 @@ def apply_activation(layer: Layer, x: Tensor, value: object) -> Tensor:
     name = activation_name(value, layer)
     if name == "linear":
         return x
+    if name == "gelu" and layer.keras_major < 2:
+        raise layer.unsupported("gelu in a Keras 1 file")
+    return record_activation(layer, x, name)
+
+
+def activation_options(name: str) -> set:
+    """The keyword arguments activation `name` takes (besides x)."""
+    if name in _AXIS:
+        return {"axis"}
+    if name == "gelu":
+        return {"approximate"}
+    return set(_SIMPLE[name][1]) if name in _SIMPLE else set()
+
+
+def record_activation(layer: Layer, x: Tensor, name: str, options: dict | None = None, axis: object = -1) -> Tensor:
+    """Record activation `name` on `x`. `options` (e.g. a keras.ops node's config) override the
+    keyword defaults in _SIMPLE (each checked as a number); `axis` is a non-negative axis, a tuple
+    of them, or -1, for softmax-like activations."""
+    options = options or {}
     if name == "hard_sigmoid":
         fn = hard_sigmoid_keras2 if layer.keras_major < 3 else hard_sigmoid
         return layer.call(fn, x, shape=x.shape)
     if name in _AXIS:
-        return layer.call(_AXIS[name], x, shape=_glu_shape(x) if name == "glu" else x.shape, axis=-1)
-    if name == "gelu" and layer.keras_major < 2:
-        raise layer.unsupported("gelu in a Keras 1 file")
+        shape = _glu_shape(layer, x, axis) if name == "glu" else x.shape
+        return layer.call(_AXIS[name], x, shape=shape, axis=axis)
     if name not in _SIMPLE:
         raise UnsupportedModel(f"{layer.describe()}: unknown activation {name[:80]!r}")
-    fn, kwargs = _SIMPLE[name]
+    fn, defaults = _SIMPLE[name]
+    if name == "gelu" and options.get("approximate", False):
+        fn = gelu_tanh  # keras.ops.gelu defaults to the tanh approximation, the activation "gelu" does not
+    kwargs = {}
+    for key, default in defaults.items():
+        value = options.get(key, default)
+        if value is None:
+            raise BadModelFile(f"{layer.describe()} has no {key}")
+        kwargs[key] = as_float(value, f"{layer.describe()} {key}")
+    if name == "celu" and kwargs["alpha"] == 0.0:
+        raise layer.unsupported("celu with alpha 0 (Keras divides by alpha)")
     return layer.call(fn, x, shape=x.shape, **kwargs)
 
 
-def _glu_shape(x: Tensor) -> tuple | None:
-    if x.shape is None or not x.shape or x.shape[-1] is None:
+def _glu_shape(layer: Layer, x: Tensor, axis: object) -> tuple | None:
+    if not isinstance(axis, int) or x.shape is None or not x.shape:
+        raise layer.unsupported(f"glu over axis {str(axis)[:20]}")
+    i = axis - 1 if axis > 0 else len(x.shape) + axis
+    size = x.shape[i]
+    if size is None:
         return x.shape
-    return x.shape[:-1] + (x.shape[-1] // 2,)
+    if size % 2:
+        raise BadModelFile(f"{layer.describe()}: glu splits an axis of odd size {size}")
+    return x.shape[:i] + (size // 2,) + x.shape[i + 1 :]
 
 
 # ----------------------------------------------------------------------------- layers
@@ -312,7 +353,12 @@ def activation_layer(layer: Layer) -> Tensor:
 
 @converter("ReLU", mask="pass")
 def relu_layer(layer: Layer) -> Tensor:
-    x = layer.input
+    return record_relu(layer, layer.input)
+
+
+def record_relu(layer: Layer, x: Tensor) -> Tensor:
+    """Keras's relu with the config's `negative_slope`, `max_value` and `threshold` (the ReLU layer's,
+    and the operation ReLU that `keras.activations.relu` records on a symbolic tensor)."""
     max_value = layer.get("max_value")
     max_value = None if max_value is None else as_float(max_value, "ReLU max_value")
     slope = as_float(layer.get("negative_slope", 0.0) or 0.0, "ReLU negative_slope")

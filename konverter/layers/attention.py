@@ -1,4 +1,4 @@
-"""Attention layers: MultiHeadAttention, Attention, AdditiveAttention, and EinsumDense.
+"""Attention layers: MultiHeadAttention, GroupQueryAttention, Attention, AdditiveAttention, and EinsumDense.
 
 Dropout is the identity at inference. Masks passed at call time (attention_mask, query_mask,
 ...) are refused; use_causal_mask is supported. The einsum equations written into generated
@@ -66,6 +66,11 @@ def mha_output(o, kernel, bias, out_shape):
     return y.reshape(o.shape[:-2] + out_shape)
 
 
+def repeat_heads(x, repeats):
+    # GroupQueryAttention: each key/value head serves `repeats` consecutive query heads.
+    return np.repeat(x, repeats, axis=-2)
+
+
 def dot_scores(q, k, scale):
     s = q @ np.swapaxes(k, -1, -2)
     return s if scale is None else s * scale
@@ -114,6 +119,12 @@ def _causal(layer: Layer) -> bool:
 
 
 def _mha_inputs(layer: Layer) -> tuple[Tensor, Tensor, Tensor]:
+    """query, value, key of a MultiHeadAttention-like call, refusing what Konverter cannot compute."""
+    _refuse_masks(layer, ("attention_mask", "query_mask", "value_mask", "key_mask"))
+    if layer.get("use_gate", False):
+        raise layer.unsupported("use_gate=True")
+    if layer.get("sliding_window") is not None:
+        raise layer.unsupported("sliding_window")
     positional = list(layer.args)
     names = ("query", "value", "key")
     found: dict = {}
@@ -131,12 +142,7 @@ def _mha_inputs(layer: Layer) -> tuple[Tensor, Tensor, Tensor]:
 
 @converter("MultiHeadAttention")
 def multi_head_attention_layer(layer: Layer) -> Tensor:
-    _refuse_masks(layer, ("attention_mask", "query_mask", "value_mask", "key_mask"))
     q, v, k = _mha_inputs(layer)
-    if layer.get("use_gate", False):
-        raise layer.unsupported("use_gate=True")
-    if layer.get("sliding_window") is not None:
-        raise layer.unsupported("sliding_window")
     heads = as_int(layer.get("num_heads"), "num_heads")
     key_dim = as_int(layer.get("key_dim"), "key_dim")
     value_dim = as_int(layer.get("value_dim") or key_dim, "value_dim")
@@ -186,6 +192,49 @@ def multi_head_attention_layer(layer: Layer) -> Tensor:
     o = layer.call(mha_attend, qp, kp, vp, shape=qp.shape[:-1] + (value_dim,), axes=axes, scale=scale, causal=causal)
     kernel, bias = flat(kernels[3], heads * value_dim), flat(biases[3], None)
     return layer.call(mha_output, o, kernel, bias, shape=q.shape[:-1] + out_shape, out_shape=out_shape)
+
+
+@converter("GroupedQueryAttention", "GroupQueryAttention")
+def group_query_attention_layer(layer: Layer) -> Tensor:
+    """Keras 3's GroupQueryAttention: MultiHeadAttention whose key/value projections have fewer
+    heads, each repeated for a group of query heads (Keras's ops.repeat on the head axis)."""
+    q, v, k = _mha_inputs(layer)
+    head_dim = as_int(layer.get("head_dim"), "head_dim")
+    q_heads = as_int(layer.get("num_query_heads"), "num_query_heads")
+    kv_heads = as_int(layer.get("num_key_value_heads"), "num_key_value_heads")
+    if min(head_dim, q_heads, kv_heads) <= 0 or q_heads % kv_heads:
+        raise BadModelFile(f"{layer.describe()} has {q_heads} query heads for {kv_heads} key/value heads")
+    if not (q.rank == k.rank == v.rank == 3) or k.shape[:-1] != v.shape[:-1]:
+        raise layer.unsupported(
+            f"query {q.shape}, key {k.shape}, value {v.shape} (Keras takes (batch, time, features))"
+        )
+    if any(t.shape[-1] is None for t in (q, k, v)):
+        raise layer.unsupported("inputs with an unknown feature size")
+    features = q.shape[-1]
+    use_bias = bool(layer.get("use_bias", True))
+    shapes = [(features, q_heads, head_dim), (k.shape[-1], kv_heads, head_dim), (v.shape[-1], kv_heads, head_dim)]
+    shapes.append((q_heads, head_dim, features))
+    bias_shapes = [(q_heads, head_dim), (kv_heads, head_dim), (kv_heads, head_dim), (features,)]
+    wanted = [s for pair in zip(shapes, bias_shapes) for s in pair] if use_bias else shapes
+    weights = layer.expect_weights(*wanted)
+    # As 2-D matrices: (features, heads * head_dim) for the projections, (heads * head_dim, features) out.
+    kernels = [
+        w.reshape(-1, w.shape[-1] if i == 3 else w.shape[1] * head_dim) for i, w in enumerate(weights[:: 1 + use_bias])
+    ]
+    biases = [b.reshape(-1) for b in weights[1::2]] if use_bias else [None] * 4
+
+    def project(x: Tensor, i: int, heads: int) -> Tensor:
+        shape = x.shape[:-1] + (heads, head_dim)
+        return layer.call(mha_project, x, kernels[i], biases[i], shape=shape, heads=(heads, head_dim))
+
+    qp, kp, vp = project(q, 0, q_heads), project(k, 1, kv_heads), project(v, 2, kv_heads)
+    if q_heads != kv_heads:
+        repeats = q_heads // kv_heads
+        kp = layer.call(repeat_heads, kp, shape=kp.shape[:-2] + (q_heads, head_dim), repeats=repeats)
+        vp = layer.call(repeat_heads, vp, shape=vp.shape[:-2] + (q_heads, head_dim), repeats=repeats)
+    scale = 1.0 / float(np.sqrt(float(head_dim)))
+    o = layer.call(mha_attend, qp, kp, vp, shape=qp.shape, axes=(1,), scale=scale, causal=_causal(layer))
+    return layer.call(mha_output, o, kernels[3], biases[3], shape=q.shape, out_shape=(features,))
 
 
 def _attention_inputs(layer: Layer) -> tuple[Tensor, Tensor, Tensor]:

@@ -161,6 +161,9 @@ class Layer:
     # Stateful RNNs: [input Tensor, final-state Tensor] pairs that predict() carries between calls.
     state_slots: list = field(default_factory=list)
     backend: str = ""  # the writer's Keras backend from the file ("theano" files need flipped conv kernels)
+    # The weights' names in the file, in `weights` order: layers made of sublayers (keras_hub's) pick
+    # each sublayer's arrays by name, as .keras and .h5 files store them in different orders.
+    weight_names: list = field(default_factory=list)
 
     # ----- inputs
     @property

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadModelFile
-from .activations import relu, sigmoid, softmax, tanh
+from . import activations
 from .base import Layer, Tensor, as_int, as_int_tuple, converter
 from .merge import broadcast_shapes, concatenate
 
@@ -52,10 +52,6 @@ def op_absolute(x):
 
 def op_negative(x):
     return -x
-
-
-def op_exp(x):
-    return np.exp(x)
 
 
 def op_log(x):
@@ -129,13 +125,9 @@ UNARY = {
     "Absolute": op_absolute,
     "Abs": op_absolute,
     "Negative": op_negative,
-    "Exp": op_exp,
     "Log": op_log,
     "Sqrt": op_sqrt,
     "Square": op_square,
-    "Tanh": tanh,
-    "Sigmoid": sigmoid,
-    "Relu": relu,
 }
 REDUCE = {"Mean": op_mean, "Sum": op_sum, "Max": op_max, "Min": op_min}
 
@@ -186,14 +178,76 @@ def unary_op(layer: Layer) -> Tensor:
     return layer.call(UNARY[layer.class_name[4:]], x, shape=x.shape)
 
 
-@converter("ops.Softmax")
-def softmax_op(layer: Layer) -> Tensor:
+# keras.ops activation nodes -> the activation (konverter.layers.activations) computing them; their
+# keyword arguments (alpha, negative_slope, threshold, approximate, axis...) come from the node's config.
+ACTIVATION_OPS = {
+    "Relu": "relu",
+    "Relu6": "relu6",
+    "Sigmoid": "sigmoid",
+    "SparseSigmoid": "sparse_sigmoid",
+    "Softplus": "softplus",
+    "Softsign": "softsign",
+    "SoftShrink": "soft_shrink",
+    "SparsePlus": "sparse_plus",
+    "Silu": "silu",
+    "Squareplus": "squareplus",
+    "LogSigmoid": "log_sigmoid",
+    "LeakyRelu": "leaky_relu",
+    "HardSigmoid": "hard_sigmoid",
+    "HardSilu": "hard_silu",
+    "Elu": "elu",
+    "Selu": "selu",
+    "Gelu": "gelu",
+    "Celu": "celu",
+    "Glu": "glu",
+    "TanhShrink": "tanh_shrink",
+    "HardTanh": "hard_tanh",
+    "HardShrink": "hard_shrink",
+    "Threshold": "threshold",
+    "Softmax": "softmax",
+    "LogSoftmax": "log_softmax",
+    "Sparsemax": "sparsemax",
+    "Tanh": "tanh",
+    "Exp": "exponential",
+    "Mish": "mish",  # keras.src.activations' operation, like ReLU below
+}
+
+
+# Keras drops a mask at an operation (only layers carry masks on), so these never pass one on.
+@converter(*(f"ops.{name}" for name in ACTIVATION_OPS), "ops.ReLU", mask="drop")
+def activation_op(layer: Layer) -> Tensor:
     (x,) = _ops_args(layer, 1)
-    axes = layer.get("axis", -1)
-    axis = layer.axis(axes, x.rank)
-    if axis == 0:
-        raise layer.unsupported("softmax over the batch axis")
-    return layer.call(softmax, x, shape=x.shape, axis=axis)
+    if not isinstance(x, Tensor):
+        raise BadModelFile(f"{layer.describe()} has no tensor operand")
+    cls = layer.class_name[4:]
+    name = ACTIVATION_OPS.get(cls, "relu")
+    # The node's config holds its name and the function's keyword arguments; anything else is an
+    # argument of a Keras version that Konverter does not know.
+    known = {"name", *activations.activation_options(name)}
+    if cls == "ReLU":  # keras.activations.relu(x, negative_slope, max_value, threshold)
+        known |= {"negative_slope", "max_value", "threshold"}
+    unknown = sorted(k for k in layer.config if k not in known)
+    if unknown:
+        raise layer.unsupported(f"argument {str(unknown[0])[:30]!r}")
+    if cls == "ReLU":
+        return activations.record_relu(layer, x)
+    axis = -1
+    if "axis" in known:
+        axis = _activation_axis(layer, x, layer.get("axis", -1), multiple=name in ("softmax", "log_softmax"))
+    return activations.record_activation(layer, x, name, layer.config, axis=axis)
+
+
+def _activation_axis(layer: Layer, x: Tensor, value: Any, multiple: bool) -> Any:
+    """A softmax-like op's axis (counting the batch axis): an int, or a tuple where Keras allows one."""
+    if value is None:
+        raise layer.unsupported("an activation over every axis, the batch axis included")
+    if isinstance(value, list) and multiple:
+        axes = tuple(sorted({layer.axis(a, x.rank) for a in value}))
+    else:
+        axes = (layer.axis(value, x.rank),)
+    if 0 in axes:
+        raise layer.unsupported("an activation over the batch axis")
+    return axes[0] if len(axes) == 1 else axes
 
 
 def _reduce_axes(layer: Layer, x: Tensor, value: Any) -> tuple:

@@ -118,7 +118,8 @@ def tf_op_layer(layer: Layer) -> Tensor:
         return delegate(REDUCE[function], [first], {"axis": kw.get("axis"), "keepdims": kw.get("keepdims", False)})
     if function in ("nn.softmax", "math.softmax"):
         only("axis")
-        return delegate("Softmax", [first], {"axis": kw.get("axis", -1)})
+        axis = kw.get("axis")
+        return delegate("Softmax", [first], {"axis": -1 if axis is None else axis})  # TF: None is the last axis
     if function in ("concat", "stack"):
         only("axis")
         tensors = first if isinstance(first, list) else [first]
