@@ -141,9 +141,12 @@ PLACEHOLDER = re.compile(r"__konverter_([wd])(\d+)__")
 
 
 def snake_case(class_name: str) -> str:
-    """Keras's own naming of layers from their class: Conv2D -> conv2d, BatchNormalization -> batch_normalization."""
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name.replace("ops.", "op_"))
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+    """Keras's own naming of layers from their class: Conv2D -> conv2d, BatchNormalization ->
+    batch_normalization; a package prefix goes ("keras_hub>TransformerEncoder" -> transformer_encoder)."""
+    name = class_name.rsplit(">", 1)[-1].replace("ops.", "op_")
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    name = re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+    return re.sub(r"[^a-z0-9]+", "_", name).strip("_") or "layer"
 
 
 class _Module:
