@@ -25,6 +25,7 @@ REFUSED = {
 
 # Input dtypes the generated predict() accepts (its as_batch converts to them with np.asarray).
 INPUT_DTYPES = {"bool", "float16", "float32", "float64"} | {f"{s}int{n}" for s in ("", "u") for n in (8, 16, 32, 64)}
+INPUT_DTYPES |= {"string"}  # text (StringLookup models): NumPy str arrays, see runtime.text_batch
 
 
 @dataclass
@@ -340,6 +341,8 @@ class Builder:
             kwargs=kwargs,
             options=self.options,
             backend=self.model.backend,
+            keras_version=self.model.keras_version,
+            assets=self.model.layer_assets(path),
         )
         start, start_states = len(self.ops), len(self.state_slots)
         layer.ops = self.ops

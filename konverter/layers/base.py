@@ -108,6 +108,8 @@ class Layer:
     # Stateful RNNs: [input Tensor, final-state Tensor] pairs that predict() carries between calls.
     state_slots: list = field(default_factory=list)
     backend: str = ""  # the writer's Keras backend from the file ("theano" files need flipped conv kernels)
+    keras_version: str = ""  # the writer's full Keras version, for behaviour that changed within a major version
+    assets: dict = field(default_factory=dict)  # the layer's files in a .keras archive's assets/ (name -> bytes)
 
     # ----- inputs
     @property
