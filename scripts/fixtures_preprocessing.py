@@ -1,5 +1,5 @@
 """Fixtures for preprocessing layers inside models (issue 12): resizing and cropping, augmentation
-layers at inference, CategoryEncoding, Discretization, IntegerLookup and StringLookup.
+layers at inference, CategoryEncoding, Discretization, Hashing, IntegerLookup and StringLookup.
 
 Run with the fixture virtualenv: `/work/venv-keras/bin/python scripts/fixtures_preprocessing.py [--only NAME]`.
 Every model is tiny. An adapted lookup vocabulary exists only in `.keras` archives (Keras 3's `.h5`
@@ -395,6 +395,59 @@ def lookup_nested(K, fmt):
     ]
 
 
+# Texts of every length branch of FarmHash64 (0-3, 4-7, 8-16, 17-32, 33-64, longer) and non-ASCII.
+HASHED_TEXT = [
+    "",
+    "a",
+    "abc",
+    "wxyz",
+    "seven!!",
+    "é" * 4,
+    "sixteen chars..",
+    "x" * 17,
+    "twenty-nine characters here..",
+    "y" * 33,
+]
+HASHED_TEXT += ["ü" * 32, "z" * 65, "long " * 40, "[UNK]"]
+
+
+def hashing(K, fmt):
+    L = K.layers
+    words = K.Input(shape=(len(HASHED_TEXT),), dtype="string")
+    ints = K.Input(shape=(4,), dtype="int64")
+    floats = K.Input(shape=(3,))
+    outs = [
+        L.Hashing(num_bins=7)(words),
+        L.Hashing(num_bins=1000003)(words),
+        L.Hashing(num_bins=5, mask_value="")(words),
+        L.Hashing(num_bins=11, salt=1337)(words),
+        L.Hashing(num_bins=11, salt=[-5, 2**40 + 3])(words),
+        L.Hashing(num_bins=9)(ints),
+        L.Hashing(num_bins=9, mask_value=0, output_mode="count")(ints),
+        L.Hashing(num_bins=6, output_mode="multi_hot")(ints),
+    ]
+    if is_keras3(K):  # tf-keras cannot hash floats
+        outs.append(L.Hashing(num_bins=4)(floats))
+    numbers = np.array([[0, -1, 123456789012, 7], [2**62, -(2**63), 5, 0], [1, 2, 3, 4]], dtype=np.int64)
+    rows = np.array([HASHED_TEXT, HASHED_TEXT[::-1], HASHED_TEXT[3:] + HASHED_TEXT[:3]], dtype=str)
+    return K.Model([words, ints, floats], outs), [rows, numbers, np.array([[0.5, -1.7, 3e9]] * 3, dtype=np.float32)]
+
+
+def lookup_hashed_oov(K, fmt):
+    """Several OOV indices for text: the unknown token's FarmHash64 (Keras 3 with a salt: SipHash) bucket."""
+    L = K.layers
+    x = K.Input(shape=(len(HASHED_TEXT),), dtype="string")
+    i = K.Input(shape=(3,), dtype="int64")
+    outs = [L.StringLookup(vocabulary=["a", "abc"], num_oov_indices=3)(x)]
+    outs.append(L.StringLookup(vocabulary=["a"], num_oov_indices=4, mask_token="", output_mode="count")(x))
+    if is_keras3(K):
+        outs.append(L.StringLookup(vocabulary=["a"], num_oov_indices=5, salt=[3, 4])(x))
+        outs.append(L.IntegerLookup(vocabulary=[7], num_oov_indices=3, oov_method="farmhash")(i))
+        outs.append(L.IntegerLookup(vocabulary=[7], num_oov_indices=3, oov_method="farmhash", salt=99)(i))
+    rows = np.array([HASHED_TEXT, HASHED_TEXT[::-1], HASHED_TEXT[5:] + HASHED_TEXT[:5]], dtype=str)
+    return K.Model([x, i], outs), [rows, np.array([[7, 8, -9], [100, 7, 0], [1, 2, 3]], dtype=np.int64)]
+
+
 @keras3_only
 def lookup_tf_idf(K, fmt):
     L = K.layers
@@ -432,6 +485,8 @@ BUILDERS = {
     "string_lookup": string_lookup,
     "string_lookup_adapted": string_lookup_adapted,
     "lookup_nested": lookup_nested,
+    "hashing": hashing,
+    "lookup_hashed_oov": lookup_hashed_oov,
     "lookup_tf_idf": lookup_tf_idf,
 }
 

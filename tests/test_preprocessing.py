@@ -20,6 +20,7 @@ from conftest import FIXTURES, as_output_list, convert_and_import, edit_keras_co
 import konverter
 from konverter import BadModelFile, UnsupportedModel, konvert
 from konverter.h5reader import keras_zip
+from konverter.layers.preprocessing.hashing import fingerprint64, hash_buckets, siphash24
 from konverter.layers.preprocessing.resizing import (
     METHODS,
     bilinear_axis,
@@ -58,6 +59,8 @@ EXPECTED = {
     "string_lookup": ALL,
     "string_lookup_adapted": ARCHIVES,
     "lookup_nested": ARCHIVES,
+    "hashing": ALL,
+    "lookup_hashed_oov": ALL,
     "lookup_tf_idf": KERAS3,
 }
 
@@ -159,8 +162,8 @@ def _rename(index: int, class_name: str):
 @pytest.mark.parametrize(
     ("source", "edit", "match"),
     [
-        ("category_encoding__k3keras.keras", _rename(3, "Hashing"), "FarmHash64.*bit for bit"),
-        ("category_encoding__k3keras.keras", _rename(3, "HashedCrossing"), "FarmHash64"),
+        ("category_encoding__k3keras.keras", _rename(3, "HashedCrossing"), "sparse_cross hashing"),
+        ("hashing__k2keras.keras", _set(3, mask_value=3), "mask_value '3' of another type"),
         (
             "augment_identity__k3keras.keras",
             _rename(1, "ContrastLimitedAdaptiveHistogramEqualization"),
@@ -169,8 +172,6 @@ def _rename(index: int, class_name: str):
         # The third input has shape (): multi_hot would count over the whole batch.
         ("category_encoding__k3keras.keras", _set(8, output_mode="multi_hot"), "counts over the whole batch"),
         ("category_encoding__k3keras.keras", _set(3, sparse=True), r"sparse=True"),
-        ("string_lookup__k3keras.keras", _set(1, num_oov_indices=2), "FarmHash/SipHash"),
-        ("integer_lookup__k3keras.keras", _set(1, oov_method="farmhash", num_oov_indices=2), "FarmHash/SipHash"),
         ("string_lookup__k3keras.keras", _set(1, encoding="latin-1"), "only UTF-8"),
         ("resizing_uint8__k3keras.keras", _set(1, interpolation="bicubic"), "uint8 images with interpolation"),
         ("resizing_methods__k3keras.keras", _set(1, interpolation="cubic_spline"), "interpolation 'cubic_spline'"),
@@ -301,3 +302,73 @@ def test_area_downscale_by_an_integer_averages_blocks():
     assert [list(rows) for rows, _ in taps] == [[0, 1, 2], [3, 4, 5]]
     for _, weights in taps:
         np.testing.assert_allclose(weights, 1 / 3, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- hashing
+# TensorFlow's own values (tf.fingerprint(method="farmhash64"), tf.strings.to_hash_bucket_strong with
+# key [7, -3] and 2**63 - 1 buckets) for (b"konverter\xff" * 40)[:n]: every length branch of both hashes.
+TF_FARMHASH64 = {
+    0: 0x9AE16A3B2F90404F,
+    1: 0x6394D20B061DF62D,
+    2: 0x43BB481B230180D1,
+    3: 0xB8ABE75EDF46DF5B,
+    4: 0xB5C8B7D1B14DEBC1,
+    5: 0xF63DEC7CFF688A19,
+    7: 0x932E5DEBDDD68B31,
+    8: 0xC06D568BFEEFCFDD,
+    9: 0x3378B6C8E376B5DD,
+    15: 0xE2687F6BC0117E91,
+    16: 0x729EB8B6D460BCD9,
+    17: 0xA1EA230AB6F959D6,
+    31: 0xA264ED3EBC6B2252,
+    32: 0x803B8C3B7BA43375,
+    33: 0x928D1A6A022D7A54,
+    63: 0x63E9AB9C97BF561B,
+    64: 0x998691DEA016A75F,
+    65: 0x4BC322DD589FBA63,
+    127: 0x9424CB15A76879D1,
+    128: 0x363B4A5BDB7066CB,
+    129: 0x0AD237F8DCDEC730,
+    200: 0x08BE9B2C18E2B34E,
+    300: 0x7972D8A04194F6B9,
+}
+TF_SIPHASH_7_MINUS3 = {
+    0: 6340755139282034347,
+    1: 4673838178214507368,
+    2: 6097138238378722295,
+    3: 437459068487309652,
+    4: 8232913295087141754,
+    5: 3662405481504136462,
+    7: 5996118490810281071,
+    8: 1936327529366687188,
+    9: 7932436880663091652,
+    15: 4712499356213295629,
+    16: 2425841528240089118,
+    17: 3769062285841123730,
+    31: 6796090232794064137,
+    32: 143103933130391640,
+    33: 1365039399018293962,
+    63: 4621082087809817735,
+    64: 5845979314454590834,
+    65: 7385577176871520345,
+    127: 8438869800720016240,
+    128: 2183807694273559375,
+    129: 6669669679662627187,
+    200: 7868798848695269660,
+    300: 4411602252461797940,
+}
+
+
+@pytest.mark.parametrize("n", sorted(TF_FARMHASH64))
+def test_hashes_are_tensorflows_bit_for_bit(n):
+    data = (b"konverter\xff" * 40)[:n]
+    assert fingerprint64(data) == TF_FARMHASH64[n]
+    assert siphash24(data, 7, -3 & 0xFFFFFFFFFFFFFFFF) % (2**63 - 1) == TF_SIPHASH_7_MINUS3[n]
+
+
+def test_numbers_hash_as_their_decimal_text():
+    ints = np.array([[0, -12, 2**62]], dtype=np.int64)
+    texts = np.array([["0", "-12", str(2**62)]])
+    np.testing.assert_array_equal(hash_buckets(ints, 1000, None), hash_buckets(texts, 1000, None))
+    floats = np.array([-12.9, 0.5], dtype=np.float32)  # truncated toward zero first, as Keras 3 casts them
+    np.testing.assert_array_equal(hash_buckets(floats, 97, (1, 2)), hash_buckets(np.array(["-12", "0"]), 97, (1, 2)))

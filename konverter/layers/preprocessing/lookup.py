@@ -1,4 +1,4 @@
-"""Vocabulary lookups: IntegerLookup and StringLookup (Keras's IndexLookup), and the Hashing refusal.
+"""Vocabulary lookups: IntegerLookup and StringLookup (Keras's IndexLookup).
 
 The vocabulary comes from the config (`vocabulary=` at construction) or, for an adapted layer or
 a vocabulary file, from the `.keras` archive's `assets/.../vocabulary.txt` (which lists the mask
@@ -8,9 +8,9 @@ cannot reload it) and tf-keras cannot save lookup layers to `.h5` at all.
 Indices, as keras/src/layers/preprocessing/index_lookup.py computes them: with a mask token (in
 "int" mode) index 0 is the mask, then `num_oov_indices` OOV indices, then the vocabulary in
 order. An unknown value gets the one OOV index, or (several OOV indices, integer vocabulary)
-OOV index `value mod num_oov_indices`; with no OOV index it is an error. String vocabularies with
-several OOV indices, and `oov_method="farmhash"`, hash the value (FarmHash64 / SipHash), which
-Konverter does not reproduce: refused. Other output modes encode those indices like
+OOV index `value mod num_oov_indices`, text (and `oov_method="farmhash"`) the OOV index of its hash
+bucket (FarmHash64, or SipHash with a salt: see `hashing`); with no OOV index it is an error.
+Other output modes encode those indices like
 CategoryEncoding over `vocabulary_size` (or `max_tokens` with `pad_to_max_tokens`) columns; the
 mask goes to no column; "tf_idf" weighs the counts.
 """
@@ -25,6 +25,7 @@ from ...errors import BadModelFile
 from ...h5reader.text import shown
 from ..base import Derived, Layer, Tensor, as_int, converter
 from .encoding import encode, output_mode
+from .hashing import fill_hashed, salt_words
 from .resizing import as_dtype
 
 MASK_CODE_ENCODED = np.iinfo(np.int64).max  # Keras's index of the mask token outside "int" mode: no column
@@ -223,17 +224,15 @@ def _lookup(layer: Layer, text: bool) -> Tensor:
         return layer.call(lookup_invert, x, table, shape=x.shape, dtype=dtype, oov_token=vocab.oov_token)
     if text != (x.dtype == "string"):
         raise layer.unsupported(f"a {x.dtype} input (it needs {'text' if text else 'integers'})")
-    several = vocab.num_oov > 1
-    if several and (text or layer.get("oov_method", "floormod") != "floormod"):
-        raise layer.unsupported(
-            "num_oov_indices > 1 hashes unknown values into OOV indices with TensorFlow's FarmHash/SipHash, "
-            "which Konverter does not reproduce bit for bit"
-        )
+    # Several OOV indices: integers go to `value mod n`, text (and Keras 3's oov_method="farmhash") to a hash bucket.
+    hashed = vocab.num_oov > 1 and (text or layer.get("oov_method", "floormod") == "farmhash")
     if not text:
         x = layer.call(as_dtype, x, shape=x.shape, dtype="int64", to="int64")  # Keras casts to int64 (truncating)
     positions = sorted(range(len(vocab.tokens)), key=lambda i: vocab.tokens[i])
     indices = np.array([vocab.token_start + i for i in positions], dtype=np.int64)
     mask_index = 0 if mode == "int" else int(MASK_CODE_ENCODED)
+    # A hashed OOV index is filled in by `fill_hashed`: `lookup` marks unknown values with -1 for it.
+    buckets, start = (1, -1) if hashed else (vocab.num_oov, vocab.oov_start)
     codes = layer.call(
         lookup,
         x,
@@ -243,9 +242,20 @@ def _lookup(layer: Layer, text: bool) -> Tensor:
         dtype="int64",
         mask_token=vocab.mask_token,
         mask_index=mask_index,
-        oov_buckets=vocab.num_oov,
-        oov_start=vocab.oov_start,
+        oov_buckets=buckets,
+        oov_start=start,
     )
+    if hashed:
+        codes = layer.call(
+            fill_hashed,
+            x,
+            codes,
+            shape=x.shape,
+            dtype="int64",
+            buckets=vocab.num_oov,
+            start=vocab.oov_start,
+            salt=salt_words(layer),
+        )
     if mode == "int":
         return codes
     depth = _depth(layer, vocab)
@@ -265,11 +275,3 @@ def integer_lookup_layer(layer: Layer) -> Tensor:
 @converter("StringLookup")
 def string_lookup_layer(layer: Layer) -> Tensor:
     return _lookup(layer, text=True)
-
-
-@converter("Hashing", "HashedCrossing")
-def hashing_layer(layer: Layer) -> Tensor:
-    raise layer.unsupported(
-        "hashes with TensorFlow's FarmHash64 fingerprint (SipHash with a salt), which Konverter does not "
-        "reproduce bit for bit"
-    )
