@@ -195,10 +195,11 @@ def augment_identity(K, fmt):
 
 
 def augment_uint8(K, fmt):
-    """Integer images: some layers cast them to float32 at inference, others leave them be."""
+    """Integer images: some layers cast them to float32 at inference, others leave them be (a few of each)."""
     L = K.layers
     x = K.Input(shape=(5, 5, 3), dtype="uint8")
-    outs = [getattr(L, name)(*args)(x) for name, args in augment_layers(K, fmt)]
+    names = {"RandomFlip", "RandomZoom", "RandomRotation", "RandomContrast", "RandomInvert", "MixUp", "RandomHeight"}
+    outs = [getattr(L, name)(*args)(x) for name, args in augment_layers(K, fmt) if name in names]
     pixels = np.random.RandomState(9).randint(0, 256, size=(BATCH, 5, 5, 3)).astype(np.uint8)
     return K.Model(x, outs), [pixels]
 
