@@ -22,6 +22,7 @@ REFUSED = {"Lambda": "runs Python code stored in the file, which Konverter never
 
 # Input dtypes the generated predict() accepts (its as_batch converts to them with np.asarray).
 INPUT_DTYPES = {"bool", "float16", "float32", "float64"} | {f"{s}int{n}" for s in ("", "u") for n in (8, 16, 32, 64)}
+INPUT_DTYPES |= {"string"}  # text (StringLookup models): NumPy str arrays, see runtime.text_batch
 
 
 @dataclass
@@ -387,6 +388,8 @@ class Builder:
             options=self.options,
             backend=self.model.backend,
             weight_names=self.model.weight_names.get(tuple(path), []),
+            keras_version=self.model.keras_version,
+            assets=self.model.layer_assets(path),
         )
         start, start_states = len(self.ops), len(self.state_slots)
         layer.ops = self.ops

@@ -10,12 +10,12 @@ import numpy as np
 
 def as_batch(x, shape, dtype, name):
     # One sample (rank of `shape` minus the batch axis) or a batch; returns (array, batched).
-    if type(x) is np.ndarray and x.dtype == dtype:  # fast path: used as it is, no copy, no conversion
+    if dtype != "string" and type(x) is np.ndarray and x.dtype == dtype:  # fast path: used as it is, no copy
         if x.shape == shape[1:]:
             return x[None], False
         if x.ndim == len(shape) and x.shape[1:] == shape[1:]:
             return x, True
-    a = np.asarray(x, dtype=dtype)
+    a = text_batch(x, name) if dtype == "string" else np.asarray(x, dtype=dtype)
     if a.ndim == len(shape) - 1:
         a = a[None]
         batched = False
@@ -30,6 +30,18 @@ def as_batch(x, shape, dtype, name):
         if want is not None and got != want:
             raise ValueError(f"input {name!r}: expected shape {shape[1:]} or {shape}, got {a.shape}")
     return a, batched
+
+
+def text_batch(x, name):
+    # A text input: a NumPy array or (nested) list of str (or UTF-8 bytes), as a NumPy str array.
+    a = np.asarray(x)
+    if a.dtype.kind == "S":
+        return np.char.decode(a, "utf-8")
+    if a.dtype.kind == "O" and all(isinstance(v, str) for v in a.flat):
+        a = a.astype(str)
+    if a.dtype.kind != "U":
+        raise ValueError(f"input {name!r}: expected str values, got an array of {a.dtype}")
+    return a
 
 
 def collect_inputs(args, names):

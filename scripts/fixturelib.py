@@ -86,7 +86,16 @@ def _outputs(model, inputs: list) -> list:
         result = [result[k] for k in model.output_names] if hasattr(model, "output_names") else list(result.values())
     if not isinstance(result, (list, tuple)):
         result = [result]
-    return [np.asarray(r) for r in result]
+    return [_as_array(r) for r in result]
+
+
+def _as_array(value) -> np.ndarray:
+    """An output as a NumPy array; text (TensorFlow's bytes) as str, so that .npz files need no pickle."""
+    array = np.asarray(value)
+    if array.dtype.kind in "OS":
+        array = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.ravel()], dtype=str)
+        array = array.reshape(np.shape(value))
+    return array
 
 
 def save(family: str, name: str, fmt: str, model, inputs: list, check_reload: bool = True) -> Path:
@@ -108,7 +117,11 @@ def save(family: str, name: str, fmt: str, model, inputs: list, check_reload: bo
         )
         again = _outputs(loaded, inputs)
         for a, b in zip(outputs, again):
-            if not np.allclose(a, b, atol=1e-6, rtol=1e-5, equal_nan=True):
+            if a.dtype.kind == "U":  # text
+                same = np.array_equal(a, b)
+            else:
+                same = np.allclose(a, b, atol=1e-6, rtol=1e-5, equal_nan=True)
+            if not same:
                 raise SystemExit(f"{path.name}: reloaded model disagrees with the saved one")
     arrays = {f"x{i}": np.asarray(x) for i, x in enumerate(inputs)}
     arrays.update({f"y{i}": y for i, y in enumerate(outputs)})

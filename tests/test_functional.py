@@ -456,25 +456,6 @@ def test_einsum_dense_with_ellipsis_and_refusal_of_batch_contraction(tmp_path):
         konvert(path, tmp_path / "out2.py")
 
 
-def test_resizing_kernels():
-    from konverter.layers.preprocessing import (
-        _bilinear_axis,
-        _nearest_axis,
-        image_resize_bilinear,
-        image_resize_nearest,
-    )
-
-    x = randn(2, 3, 4, 2)
-    # Same size: bilinear is the identity (half-pixel centers land exactly on the pixels).
-    y0, y1, yl = _bilinear_axis(3, 3)
-    x0, x1, xl = _bilinear_axis(4, 4)
-    same = image_resize_bilinear(x, y0, y1, yl.reshape(-1, 1, 1), x0, x1, xl.reshape(-1, 1))
-    np.testing.assert_allclose(same, x, rtol=1e-6)
-    # Doubling with nearest repeats every pixel twice.
-    double = image_resize_nearest(x, _nearest_axis(3, 6), _nearest_axis(4, 8))
-    np.testing.assert_array_equal(double, x.repeat(2, axis=1).repeat(2, axis=2))
-
-
 def test_multi_head_attention_called_with_keyword_tensors(tmp_path):
     # mha(query=q, value=v): Keras 3 stores both as keyword arguments; key defaults to value.
     wq, bq, wk, bk = randn(4, 2, 3), randn(2, 3), randn(5, 2, 3), randn(2, 3)

@@ -16,6 +16,8 @@ MAX_MEMBERS = 10_000
 # Weights compress ~1.1x and JSON ~10x; a member inflating more than this is a zip bomb.
 MAX_COMPRESSION_RATIO = 200
 SMALL_MEMBER_BYTES = 1 << 20
+# Layer assets (a lookup layer's vocabulary.txt) are read whole: each, and all together, bounded.
+MAX_ASSET_BYTES = 256 << 20
 # Child objects of wrapper layers are stored under attribute names; Keras's weight order
 # lists them in this order (alphabetical order would put backward before forward).
 CHILD_ORDER = [
@@ -63,12 +65,28 @@ def read_keras_zip(path: str) -> ModelFile:
             version = str(meta.get("keras_version", version))
         weights_info = members.get("model.weights.h5") or members["variables.h5"]
         blob = _member(archive, weights_info)
+        assets = _assets(archive, members)
     model = ModelFile(path, "keras", version, "", config)
     cfgmod.require_model(config)
     with open_file(io.BytesIO(blob), "model.weights.h5") as f:
         root = f
-        _read_container(model, root, config, ())
+        _read_container(model, root, config, (), assets)
     return model
+
+
+def _assets(archive: zipfile.ZipFile, members: dict) -> dict:
+    """Every file under assets/, by folder ("assets/layers/x/" -> {file name: bytes}), MAX_ASSET_BYTES in all."""
+    found: dict = {}
+    total = 0
+    for name, info in members.items():
+        if not name.startswith("assets/") or name.endswith("/"):
+            continue
+        total += info.file_size
+        if total > MAX_ASSET_BYTES:
+            raise UnsupportedModel(f"the archive's assets exceed {MAX_ASSET_BYTES >> 20} MiB")
+        folder, _, file = name.rpartition("/")
+        found.setdefault(folder + "/", {})[file] = _member(archive, info)
+    return found
 
 
 def _members(archive: zipfile.ZipFile) -> dict:
@@ -110,8 +128,12 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     return data
 
 
-def _read_container(model: ModelFile, group, entry: dict, prefix: tuple) -> None:
-    """Walk a Sequential/Functional config in order, mirroring Keras's class-based group names."""
+def _read_container(model: ModelFile, group, entry: dict, prefix: tuple, assets: dict, where: str = "") -> None:
+    """Walk a Sequential/Functional config in order, mirroring Keras's class-based group names.
+
+    `where` is the container's path in the archive ("" at the top, "layers/<model>/" nested): a
+    layer's weights are at `<where>layers/<key>` in model.weights.h5, its assets under `assets/<where>layers/<key>/`.
+    """
     layers_group = None
     for key in ("layers", "_layer_checkpoint_dependencies"):  # the second: tf.keras 2.12-2.14
         if is_group(group):
@@ -132,8 +154,11 @@ def _read_container(model: ModelFile, group, entry: dict, prefix: tuple) -> None
         group_of_layer = child(layers_group, key, f"layers/{key}") if is_group(layers_group) else None
         if cfgmod.is_model(layer):
             if group_of_layer is not None:
-                _read_container(model, group_of_layer, layer, path)
+                _read_container(model, group_of_layer, layer, path, assets, f"{where}layers/{key}/")
             continue
+        files = assets.get(f"assets/{where}layers/{key}/")
+        if files:
+            model.assets[path] = files
         if group_of_layer is None:
             continue
         names: list[str] = []
@@ -152,9 +177,8 @@ def _collect(group, where: str, names: list) -> list:
     if vars_group is not None:
         if not is_group(vars_group):
             raise BadModelFile(f"weights entry {shown(where + '/vars')} is not a group")
-        for k in sorted(keys(vars_group, f"{where}/vars"), key=lambda k: int(k) if k.isdigit() else -1):
-            if not k.isdigit():
-                raise BadModelFile(f"unexpected weights entry {shown(f'{where}/vars/{k}')}")
+        # Variables are numbered 0..n; a few layers store theirs by name (IndexLookup's idf_weights): after them.
+        for k in sorted(keys(vars_group, f"{where}/vars"), key=lambda k: (0, int(k), "") if k.isdigit() else (1, 0, k)):
             arrays.append(read_array(vars_group, k))
             names.append(f"{where}/vars/{k}")
     children = [k for k in keys(group, where) if k != "vars"]

@@ -25,6 +25,7 @@ class ModelFile:
     config: dict
     weights: dict = field(default_factory=dict)  # LayerPath -> list[np.ndarray]
     weight_names: dict = field(default_factory=dict)  # LayerPath -> list[str], for messages
+    assets: dict = field(default_factory=dict)  # LayerPath -> {file name: bytes} (.keras assets, e.g. vocabulary.txt)
 
     @property
     def keras_major(self) -> int:
@@ -38,3 +39,6 @@ class ModelFile:
 
     def layer_weights(self, path: LayerPath) -> list[np.ndarray]:
         return self.weights.get(tuple(path), [])
+
+    def layer_assets(self, path: LayerPath) -> dict:
+        return self.assets.get(tuple(path), {})

@@ -164,6 +164,8 @@ class Layer:
     # The weights' names in the file, in `weights` order: layers made of sublayers (keras_hub's) pick
     # each sublayer's arrays by name, as .keras and .h5 files store them in different orders.
     weight_names: list = field(default_factory=list)
+    keras_version: str = ""  # the writer's full Keras version, for behaviour that changed within a major version
+    assets: dict = field(default_factory=dict)  # the layer's files in a .keras archive's assets/ (name -> bytes)
 
     # ----- inputs
     @property
