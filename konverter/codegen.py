@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import base64
 import copy
+import dis
 import functools
 import inspect
 import math
@@ -73,7 +74,8 @@ def _dependencies(fn: Callable, seen: dict, constants: dict) -> None:
     stack = [fn.__code__]
     while stack:
         code = stack.pop()
-        names.update(code.co_names)
+        # Global names only: co_names also holds attribute names (`.encode`), which are not references.
+        names.update(i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME"))
         stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
     for name in sorted(names):
         value = fn.__globals__.get(name)
