@@ -6,7 +6,7 @@ import ast
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, assert_close, convert_and_import, load_reference
+from conftest import FIXTURES, as_output_list, assert_close, convert_and_import, load_reference
 
 from konverter import konvert
 
@@ -109,3 +109,71 @@ def test_fp_state_fallback_is_the_public_errstate():
         finally:
             runtime.errstate_exit(state)
         assert np.geterr()["invalid"] == "warn"
+
+
+# ----------------------------------------------------------------------------- every fixture model (issue 15, part 6)
+MODELS = sorted(p for p in FIXTURES.glob("*/*") if p.suffix in (".h5", ".keras", ".hdf5") and p.parent.name != "bad")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """Each fixture model converted and imported once for the tests below."""
+    folder = tmp_path_factory.mktemp("contract")
+    cache: dict = {}
+
+    def get(path):
+        if path not in cache:
+            (folder / path.parent.name).mkdir(exist_ok=True)
+            cache[path] = convert_and_import(path, folder / path.parent.name)
+        return cache[path]
+
+    return get
+
+
+def sample_batch(module, path, n: int = 2) -> list:
+    """n samples per input: the stored Keras inputs where there are any, else random data of the declared shapes."""
+    npz = path.with_suffix(".npz")
+    if npz.exists():
+        with np.load(npz, allow_pickle=False) as data:
+            if "x0" in data.files:
+                return [np.ascontiguousarray(data[f"x{i}"][:n]) for i in range(len(module.INPUT_SHAPES))]
+            if "x" in data.files:  # stateful fixtures: (calls, batch, ...)
+                return [np.ascontiguousarray(data["x"][0][:n])]
+    rng = np.random.default_rng(0)
+    return [
+        rng.integers(0, 2, (n,) + tuple(3 if d is None else d for d in shape[1:])).astype(dtype)
+        for shape, dtype in zip(module.INPUT_SHAPES, module.INPUT_DTYPES)
+    ]
+
+
+def run(module, xs: list) -> list:
+    if hasattr(module, "reset_states"):
+        module.reset_states()
+    return as_output_list(module, module.predict(*xs))
+
+
+@pytest.mark.parametrize("path", MODELS, ids=[f"{p.parent.name}/{p.name}" for p in MODELS])
+def test_zero_samples_give_an_empty_batch_of_the_right_shape(converted, path):
+    module = converted(path)
+    xs = sample_batch(module, path)
+    full = run(module, xs)
+    empty = run(module, [x[:0] for x in xs])
+    assert len(empty) == len(full)
+    for k, (e, f) in enumerate(zip(empty, full)):
+        assert e.shape == (0,) + f.shape[1:], f"output {k}: {e.shape}, expected {(0,) + f.shape[1:]}"
+        assert e.dtype == np.float32, f"output {k}: {e.dtype}"
+
+
+def test_layer_functions_no_fixture_reaches_take_an_empty_batch():
+    from konverter.layers import conv, reshaping
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 6, 5, 4)).astype(np.float32)
+    kernel = rng.normal(size=(2, 3 * 3 * 2, 3)).astype(np.float32)  # 2 groups of 2 channels -> 2 x 3 filters
+    options = dict(kernel_size=(3, 3), strides=(1, 1), dilation=(1, 1), padding="same", channels_first=False)
+    full = conv.conv_grouped(x, kernel, None, **options)
+    assert conv.conv_grouped(x[:0], kernel, None, **options).shape == (0,) + full.shape[1:]
+    # Reshape((-1, 2)) over a sequence of unknown length: -1 is inferred per call.
+    seq = rng.normal(size=(3, 5, 4)).astype(np.float32)
+    assert reshaping.reshape_inferred(seq, (-1, 2)).shape == (3, 10, 2)
+    assert reshaping.reshape_inferred(seq[:0], (-1, 2)).shape == (0, 10, 2)

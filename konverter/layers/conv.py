@@ -123,7 +123,8 @@ def conv_gather(x, kernel, bias, index, pads, out_size, relu=False):
     if pads:
         x = pad_spatial(x, pads, 0.0)
     n = x.shape[0]
-    y = (np.take(x.reshape(n, -1), index, axis=1) @ kernel).reshape((n,) + out_size + (kernel.shape[1],))
+    flat = x.reshape(n, -1) if n else x.reshape(0, math.prod(x.shape[1:]))  # -1 needs a sample to infer from
+    y = (np.take(flat, index, axis=1) @ kernel).reshape((n,) + out_size + (kernel.shape[1],))
     return finish_conv(y, bias, relu, False)
 
 
@@ -136,7 +137,8 @@ def conv_grouped(x, kernel, bias, kernel_size, strides, dilation, padding, chann
     windows = sliding_windows(x, kernel_size, strides, dilation, padding, 0.0, True)
     lead = windows.shape[: x.ndim - 1]
     taps = depth // (x.shape[-1] // groups)
-    cols = windows.reshape(-1, taps, groups, x.shape[-1] // groups).transpose(2, 0, 1, 3).reshape(groups, -1, depth)
+    cols = windows.reshape(-1, taps, groups, x.shape[-1] // groups).transpose(2, 0, 1, 3)
+    cols = cols.reshape(groups, math.prod(lead), depth)  # not -1: NumPy cannot infer it for an empty batch
     y = np.matmul(cols, kernel).transpose(1, 0, 2).reshape(lead + (groups * per_group,))
     return finish_conv(y, bias, relu, channels_first)
 
