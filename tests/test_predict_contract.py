@@ -7,8 +7,12 @@ import ast
 import numpy as np
 import pytest
 from conftest import FIXTURES, as_output_list, assert_close, convert_and_import, load_reference
+from test_perf_codegen import build, write_module
 
 from konverter import konvert
+from konverter.graph import ModelInput
+from konverter.layers import core, reshaping
+from konverter.layers.base import Const, Op, Tensor
 
 DENSE = FIXTURES / "core" / "dense_relu__k3keras.keras"
 SEQ3D = FIXTURES / "core" / "sequence_layers__k2h5.h5"
@@ -164,6 +168,22 @@ def test_zero_samples_give_an_empty_batch_of_the_right_shape(converted, path):
         assert e.dtype == np.float32, f"output {k}: {e.dtype}"
 
 
+@pytest.mark.parametrize("path", MODELS, ids=[f"{p.parent.name}/{p.name}" for p in MODELS])
+def test_outputs_are_float32_and_never_share_memory(converted, path):
+    """float32 always; never a view of the caller's input (also a float32 batch, used as it is), of another
+    output, or of the state a stateful model carries into the next call."""
+    module = converted(path)
+    batch = sample_batch(module, path)
+    for xs in (batch, [x[0] for x in batch], [x[:1] for x in batch]):
+        outputs = run(module, xs)
+        carried = [s for s in getattr(module, "_carried", [None])[0] or [] if isinstance(s, np.ndarray)]
+        for k, y in enumerate(outputs):
+            assert y.dtype == np.float32, f"output {k}: {y.dtype}"
+            assert not any(np.shares_memory(y, x) for x in xs), f"output {k} is a view of the input"
+            assert not any(np.shares_memory(y, other) for other in outputs[:k]), f"output {k} shares memory"
+            assert not any(np.shares_memory(y, s) for s in carried), f"output {k} is the carried state"
+
+
 def test_layer_functions_no_fixture_reaches_take_an_empty_batch():
     from konverter.layers import conv, reshaping
 
@@ -177,3 +197,59 @@ def test_layer_functions_no_fixture_reaches_take_an_empty_batch():
     seq = rng.normal(size=(3, 5, 4)).astype(np.float32)
     assert reshaping.reshape_inferred(seq, (-1, 2)).shape == (3, 10, 2)
     assert reshaping.reshape_inferred(seq[:0], (-1, 2)).shape == (0, 10, 2)
+
+
+# ----------------------------------------------------------------------------- results are the caller's own arrays
+def _write(program, tmp_path):
+    """The generated module and its source."""
+    return write_module(program, tmp_path), (tmp_path / "m.py").read_text()
+
+
+def test_an_identity_model_returns_a_copy_of_a_float32_input(tmp_path):
+    # Dropout/GaussianNoise only: the output tensor is the input tensor.
+    x = Tensor((3, 2))
+    module, _ = _write(build([ModelInput("x", x)], [x], []), tmp_path)
+    data = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
+    before = data.copy()
+    for arg in (data, data[0], data[:1]):
+        y = module.predict(arg)
+        assert np.array_equal(y, arg) and not np.shares_memory(y, data)
+        y[...] = -1.0
+    assert np.array_equal(data, before)
+
+
+def test_views_of_one_array_come_back_as_separate_arrays(tmp_path):
+    # Outputs [dense, flatten(reshape(dense)), dense again]: three names for one block of memory.
+    x, h, r, f = Tensor((4,)), Tensor((6,)), Tensor((2, 3)), Tensor((6,))
+    kernel, bias = np.ones((4, 6), np.float32), np.zeros(6, np.float32)
+    ops = [
+        Op(core.dense, (x, Const(kernel), Const(bias)), {}, (h,)),
+        Op(reshaping.reshape, (h,), {"target": (2, 3)}, (r,)),
+        Op(reshaping.flatten, (r,), {}, (f,)),
+    ]
+    module, _ = _write(build([ModelInput("x", x)], [h, f, h], ops), tmp_path)
+    a, b, c = module.predict(np.ones((5, 4), np.float32))
+    assert np.array_equal(a, b) and np.array_equal(a, c)
+    assert not (np.shares_memory(a, b) or np.shares_memory(a, c) or np.shares_memory(b, c))
+
+
+def test_many_views_of_the_input_are_copied_in_linear_code(tmp_path):
+    x = Tensor((4,))
+    outs = [Tensor((4,)) for _ in range(200)]
+    ops = [Op(reshaping.reshape, (x,), {"target": (4,)}, (t,)) for t in outs]
+    module, source = _write(build([ModelInput("x", x)], outs, ops), tmp_path)
+    data = np.ones((2, 4), np.float32)
+    results = module.predict(data)
+    assert len(results) == 200 and all(np.array_equal(y, data) for y in results)
+    assert not any(np.shares_memory(y, data) for y in results)
+    assert len({y.__array_interface__["data"][0] for y in results}) == 200
+    assert source.count("may_share_memory") < 20  # not one check per pair of the 200 results
+
+
+@pytest.mark.parametrize(
+    "path",
+    [FIXTURES / "conv" / "cnn_classifier__k3keras.keras", FIXTURES / "recurrent" / "benchmark_gru__k2h5.h5", DENSE],
+)
+def test_results_that_are_new_arrays_cost_no_check(tmp_path, path):
+    source = konvert(path, tmp_path / "m.py").read_text()
+    assert "may_share_memory" not in source and ".copy()" not in source.split("def predict")[1]
