@@ -253,3 +253,42 @@ def test_many_views_of_the_input_are_copied_in_linear_code(tmp_path):
 def test_results_that_are_new_arrays_cost_no_check(tmp_path, path):
     source = konvert(path, tmp_path / "m.py").read_text()
     assert "may_share_memory" not in source and ".copy()" not in source.split("def predict")[1]
+
+
+# ----------------------------------------------------------------------------- what predict refuses, and how
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        (None, "got None"),
+        ("0.5", "got the str '0.5'"),
+        (b"\x00" * 64, "got the bytes"),
+        ({"input_1": np.zeros(8)}, "got a dict"),
+        ({0.5, 1.5}, "got an object of type set"),
+        ([[0.0] * 8, [0.0] * 7], "not a rectangular array"),
+        ([None] + [0.0] * 7, "got a list holding NoneType"),
+        (["1"] * 8, "got a list of strings"),
+        (np.array(["1"] * 8), "got an array of strings"),
+        (np.ones(8, dtype=np.complex64), "got an array of dtype complex64"),
+        (np.array([[1.0], "a"] + [0.0] * 6, dtype=object), "got an array holding list"),
+        (np.zeros(8, dtype="M8[s]"), "got an array of dtype datetime64"),
+    ],
+    ids=lambda v: type(v).__name__,
+)
+def test_what_is_not_numbers_is_a_value_error_saying_what_was_passed(dense_module, bad, says):
+    with pytest.raises(ValueError, match=r"input '\w+': expected numbers.*\(8,\).*\(None, 8\)") as caught:
+        dense_module.predict(bad)
+    assert says in str(caught.value)
+    assert len(str(caught.value)) < 300  # a short message, whatever the value's size
+
+
+def test_numbers_in_any_container_are_accepted(dense_module):
+    for numbers in (
+        np.arange(8, dtype=object),  # e.g. pandas' .values of a mixed frame
+        [np.float64(v) for v in range(8)],
+        [True, False] + list(range(2, 8)),  # bool is an int
+        np.arange(8, dtype=np.uint64),
+        [2**70] + list(range(1, 8)),  # beyond int64: an object array of Python ints
+    ):
+        got = dense_module.predict(numbers)
+        assert got.dtype == np.float32
+        assert_close(got, dense_module.predict(np.array([float(v) for v in numbers], np.float32)), repr(numbers))
