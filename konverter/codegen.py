@@ -584,6 +584,8 @@ def _blob_lines(name: str, table_name: str, blob: str, table: list) -> list:
     """A base64 blob as a parenthesized string over many lines, then its (offset, dtype, shape) table."""
     lines = [f"{name} = ("]
     lines += [f'    "{blob[start : start + BLOB_LINE]}"' for start in range(0, len(blob), BLOB_LINE)]
+    if not blob:  # every array is empty (e.g. Dense(units=0)): still a string, not the empty tuple ()
+        lines.append('    ""')
     lines += [")", f"{table_name} = ("]
     lines += [f"    ({offset}, {literal(dtype)}, {literal(shape)})," for offset, dtype, shape in table]
     return lines + [")"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,9 @@ from konverter import konvert
 from konverter.graph import ModelInput
 from konverter.layers import core, reshaping
 from konverter.layers.base import Const, Op, Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import make_contract_cases as cases  # noqa: E402
 
 DENSE = FIXTURES / "core" / "dense_relu__k3keras.keras"
 SEQ3D = FIXTURES / "core" / "sequence_layers__k2h5.h5"
@@ -292,3 +297,28 @@ def test_numbers_in_any_container_are_accepted(dense_module):
         got = dense_module.predict(numbers)
         assert got.dtype == np.float32
         assert_close(got, dense_module.predict(np.array([float(v) for v in numbers], np.float32)), repr(numbers))
+
+
+# ----------------------------------------------------------------------------- weights stored as integers, empty layers
+@pytest.mark.parametrize("source", [cases.DENSE_H5, cases.DENSE_KERAS], ids=["h5", "keras"])
+def test_integer_weights_give_float32_results(tmp_path, source):
+    """int64/uint64 weights (Keras loads them into float32 variables) compute in float32 like any others."""
+    ints = cases.integer_weights(source, tmp_path / f"ints{source.suffix}")
+    module = convert_and_import(ints, tmp_path)
+    twin = convert_and_import(cases.float_twin(ints, tmp_path / f"twin{source.suffix}"), tmp_path)
+    x = np.random.default_rng(4).normal(size=(5, 8)).astype(np.float32)
+    for arg in (x, x[0], x[:1], x.astype(np.float64), x[:0]):
+        got = module.predict(arg)
+        assert got.dtype == np.float32
+        assert_close(got, twin.predict(arg), "integer weights vs the same values as float32")
+
+
+@pytest.mark.parametrize("units", [(0, 0), (16, 0), (0, 4)])
+def test_dense_layers_without_units_convert_and_run(tmp_path, units):
+    # tf-keras allows Dense(units=0) (Keras 3 refuses it): the outputs are empty, or a bias alone.
+    module = convert_and_import(cases.dense_units(tmp_path / "empty.h5", *units), tmp_path)
+    x = np.ones((3, 8), np.float32)
+    assert module.predict(x).shape == (3, units[1])
+    assert module.predict(x[0]).shape == (units[1],)
+    assert module.predict(x[:0]).shape == (0, units[1])
+    assert module.predict(x).dtype == np.float32
