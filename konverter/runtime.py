@@ -35,16 +35,18 @@ def as_batch(x, shape, dtype, name):
 def as_numbers(x, dtype, shape, name):
     # An array or nested list of real numbers as an array of `dtype`; anything else is a ValueError
     # saying what was passed. Checked first: NumPy would make None a NaN and parse strings.
+    if type(x) is np.ndarray and x.dtype.kind in "biuf":  # the usual case: another numeric dtype
+        return x.astype(dtype)
     try:
         a = np.asarray(x)
     except (TypeError, ValueError):  # e.g. nested lists of different lengths
         a = None
-    if a is not None and not isinstance(x, (str, bytes, dict)):
-        if a.dtype.kind in "biuf" or (a.dtype.kind == "O" and all(is_real(v) for v in a.flat)):
-            try:
-                return a.astype(dtype, copy=False)
-            except (TypeError, ValueError, OverflowError):
-                pass
+    # (Strings, bytes and dicts are arrays of kind U, S and O: refused here too.)
+    if a is not None and (a.dtype.kind in "biuf" or (a.dtype.kind == "O" and all(is_real(v) for v in a.flat))):
+        try:
+            return a.astype(dtype, copy=False)
+        except (TypeError, ValueError, OverflowError):
+            pass
     raise ValueError(
         f"input {name!r}: expected numbers, an array or nested list of shape {shape[1:]} (one sample) "
         f"or {shape} (a batch), got {described(x, a)}"
