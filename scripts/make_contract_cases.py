@@ -6,6 +6,7 @@ No Keras needed; tests/test_predict_contract.py and tests/test_stress.py build t
   `float_twin` is the same model with the same values stored as float32.
 - `declared_input`: a Sequential/Functional whose input is declared far larger than any real data
   (the file stays a few KB): what the generated file builds at import must not follow that size.
+- `input_dtype`: an input declared float64 (or another dtype); Keras casts float inputs to float32.
 - `dense_units`: Dense layers with `units=0` (tf-keras allows it; the outputs are empty).
 
 `python scripts/make_contract_cases.py OUT_DIR` writes a set of them to try by hand.
@@ -113,6 +114,15 @@ def declared_input(
         if strides is not None:
             conv = next(layer for layer in _layers(config) if layer["class_name"] == "Conv2D")
             conv["config"]["strides"] = strides
+
+    return _edit_config(src, dst, edit)
+
+
+def input_dtype(src: Path, dst: Path, dtype: str) -> Path:
+    """The model with its (first) input declared as `dtype`."""
+
+    def edit(config: dict) -> None:
+        next(layer for layer in _layers(config) if layer["class_name"] == "InputLayer")["config"]["dtype"] = dtype
 
     return _edit_config(src, dst, edit)
 

@@ -313,6 +313,18 @@ def test_integer_weights_give_float32_results(tmp_path, source):
         assert_close(got, twin.predict(arg), "integer weights vs the same values as float32")
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float16"])
+def test_float_inputs_of_any_width_are_computed_in_float32(tmp_path, dtype):
+    # Keras casts floating inputs to its float32 compute dtype (Dense, Reshape, Dropout alike).
+    module = convert_and_import(cases.input_dtype(cases.DENSE_H5, tmp_path / "m.h5", dtype), tmp_path)
+    assert module.INPUT_DTYPES == ("float32",)
+    x = np.random.default_rng(5).normal(size=(3, 8))
+    for arg in (x, x[0], x.astype(dtype)):
+        got = module.predict(arg)
+        assert got.dtype == np.float32
+        assert np.array_equal(got, module.predict(np.asarray(arg).astype(np.float32)))
+
+
 @pytest.mark.parametrize("units", [(0, 0), (16, 0), (0, 4)])
 def test_dense_layers_without_units_convert_and_run(tmp_path, units):
     # tf-keras allows Dense(units=0) (Keras 3 refuses it): the outputs are empty, or a bias alone.
