@@ -14,16 +14,15 @@ No Keras needed; tests/test_predict_contract.py and tests/test_stress.py build t
 
 from __future__ import annotations
 
-import io
-import json
-import shutil
 import sys
-import zipfile
 from pathlib import Path
 from typing import Callable
 
 import h5py
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_malformed import _edit_h5, _edit_h5_config, _edit_keras_weights  # noqa: E402  (the same file edits)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -35,22 +34,7 @@ CNN = FIXTURES / "conv" / "cnn_classifier__k2h5.h5"  # 28x28x1 -> Conv2D 3x3 (1 
 
 def _edit_weights(src: Path, dst: Path, edit: Callable[[h5py.File], None]) -> Path:
     """Copy a model file with its HDF5 weights changed by `edit` (inside the zip for .keras)."""
-    if src.suffix != ".keras":
-        if src != dst:
-            shutil.copyfile(src, dst)
-        with h5py.File(dst, "r+") as f:
-            edit(f)
-        return dst
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
-        for info in zin.infolist():
-            data = zin.read(info)
-            if info.filename == "model.weights.h5":
-                buffer = io.BytesIO(data)
-                with h5py.File(buffer, "r+") as f:
-                    edit(f)
-                data = buffer.getvalue()
-            zout.writestr(info.filename, data)
-    return dst
+    return (_edit_keras_weights if src.suffix == ".keras" else _edit_h5)(src, dst, edit)
 
 
 def _datasets(f: h5py.File) -> list:
@@ -67,7 +51,7 @@ def _retype(f: h5py.File, make: Callable[[str, np.ndarray], np.ndarray]) -> None
 
 
 def integer_values(values: np.ndarray) -> np.ndarray:
-    """The weights rounded to quarter-integers and scaled to integers: small, non-trivial, exact in float32."""
+    """The weights times 4, rounded: small integers, exact in float32, different from layer to layer."""
     return np.round(values * 4.0)
 
 
@@ -88,16 +72,6 @@ def float_twin(integer_model: Path, dst: Path) -> Path:
     return _edit_weights(integer_model, dst, lambda f: _retype(f, lambda _, v: v.astype(np.float32)))
 
 
-def _edit_config(src: Path, dst: Path, edit: Callable[[dict], None]) -> Path:
-    """Copy a legacy .h5 model with its `model_config` changed by `edit` (weights untouched)."""
-    shutil.copyfile(src, dst)
-    with h5py.File(dst, "r+") as f:
-        config = json.loads(f.attrs["model_config"])
-        edit(config)
-        f.attrs["model_config"] = json.dumps(config)
-    return dst
-
-
 def _layers(config: dict) -> list:
     return config["config"]["layers"]
 
@@ -115,7 +89,7 @@ def declared_input(
             conv = next(layer for layer in _layers(config) if layer["class_name"] == "Conv2D")
             conv["config"]["strides"] = strides
 
-    return _edit_config(src, dst, edit)
+    return _edit_h5_config(src, dst, edit)
 
 
 def input_dtype(src: Path, dst: Path, dtype: str) -> Path:
@@ -124,7 +98,7 @@ def input_dtype(src: Path, dst: Path, dtype: str) -> Path:
     def edit(config: dict) -> None:
         next(layer for layer in _layers(config) if layer["class_name"] == "InputLayer")["config"]["dtype"] = dtype
 
-    return _edit_config(src, dst, edit)
+    return _edit_h5_config(src, dst, edit)
 
 
 def dense_units(dst: Path, first: int, second: int) -> Path:
@@ -134,7 +108,6 @@ def dense_units(dst: Path, first: int, second: int) -> Path:
         dense = [layer for layer in _layers(config) if layer["class_name"] == "Dense"]
         dense[0]["config"]["units"], dense[1]["config"]["units"] = first, second
 
-    _edit_config(DENSE_H5, dst, edit)
     shapes = {
         "model_weights/dense/dense/kernel:0": (8, first),
         "model_weights/dense/dense/bias:0": (first,),
@@ -142,7 +115,10 @@ def dense_units(dst: Path, first: int, second: int) -> Path:
         "model_weights/dense_1/dense_1/bias:0": (second,),
     }
     rng = np.random.default_rng(0)
-    return _edit_weights(dst, dst, lambda f: _retype(f, lambda name, _: rng.normal(size=shapes[name]).astype("f4")))
+    _edit_h5_config(DENSE_H5, dst, edit)
+    with h5py.File(dst, "r+") as f:
+        _retype(f, lambda name, _: rng.normal(size=shapes[name]).astype("f4"))
+    return dst
 
 
 def main() -> None:
