@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import runtime
+from .aliasing import own_results
 from .graph import Program
 from .h5reader.text import escaped as text  # untrusted strings in comments and docstrings
 from .layers.base import CONVERTERS, Const, Derived, Op, Tensor, tensors_in, traits
@@ -465,9 +466,11 @@ def _predict_section(program: Program, chain: DenseChain | None, module: _Module
         targets = ", ".join(f"s{i}" for i in range(n_states))
         w(f"    ({targets},) = state" if n_states == 1 else f"    {targets} = state")
     # Like Keras: inf and NaN flow through silently (BLAS may raise FP flags even for exact results).
-    lines += quietly(_body(program, module, names), "    ")
-    results = [names[id(t)] for t in program.outputs]
-    tail = ", [" + ", ".join(names[id(final)] for _, final in program.states) + "]" if n_states else ""
+    body = _body(program, module, names)
+    # The caller's arrays stay its own: a result that may be a view of an input (or of another result) is copied.
+    results, finals, owned = own_results(program, names)
+    lines += quietly(body + owned, "    ")
+    tail = ", [" + ", ".join(finals) + "]" if n_states else ""
     if len(results) == 1 and not program.outputs_as_dict:
         r = results[0]
         w(f"    return ({r} if batched else {r}[0]){tail}" if n_states else f"    return {r} if batched else {r}[0]")
@@ -586,6 +589,8 @@ def _blob_lines(name: str, table_name: str, blob: str, table: list) -> list:
     """A base64 blob as a parenthesized string over many lines, then its (offset, dtype, shape) table."""
     lines = [f"{name} = ("]
     lines += [f'    "{blob[start : start + BLOB_LINE]}"' for start in range(0, len(blob), BLOB_LINE)]
+    if not blob:  # every array is empty (e.g. Dense(units=0)): still a string, not the empty tuple ()
+        lines.append('    ""')
     lines += [")", f"{table_name} = ("]
     lines += [f"    ({offset}, {literal(dtype)}, {literal(shape)})," for offset, dtype, shape in table]
     return lines + [")"]

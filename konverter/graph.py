@@ -51,7 +51,7 @@ def dtype_name(value: Any) -> str:
         value = (value.get("config") or {}).get("name", "float32")
     if not isinstance(value, str):
         return "float32"
-    if value.startswith("mixed_"):
+    if value.startswith("mixed_") or value in ("float16", "float64"):  # Keras casts float inputs to float32
         return "float32"
     if value in INPUT_DTYPES:
         return value

@@ -15,7 +15,7 @@ def as_batch(x, shape, dtype, name):
             return x[None], False
         if x.ndim == len(shape) and x.shape[1:] == shape[1:]:
             return x, True
-    a = text_batch(x, name) if dtype == "string" else np.asarray(x, dtype=dtype)
+    a = text_batch(x, name) if dtype == "string" else as_numbers(x, dtype, shape, name)
     if a.ndim == len(shape) - 1:
         a = a[None]
         batched = False
@@ -42,6 +42,52 @@ def text_batch(x, name):
     if a.dtype.kind != "U":
         raise ValueError(f"input {name!r}: expected str values, got an array of {a.dtype}")
     return a
+
+
+def as_numbers(x, dtype, shape, name):
+    # An array or nested list of real numbers as an array of `dtype`; anything else is a ValueError
+    # saying what was passed. Checked first: NumPy would make None a NaN and parse strings.
+    if type(x) is np.ndarray and x.dtype.kind in "biuf":  # the usual case: another numeric dtype
+        return x.astype(dtype)
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError):  # e.g. nested lists of different lengths
+        a = None
+    # (Strings, bytes and dicts are arrays of kind U, S and O: refused here too.)
+    if a is not None and (a.dtype.kind in "biuf" or (a.dtype.kind == "O" and all(is_real(v) for v in a.flat))):
+        try:
+            return a.astype(dtype, copy=False)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    raise ValueError(
+        f"input {name!r}: expected numbers, an array or nested list of shape {shape[1:]} (one sample) "
+        f"or {shape} (a batch), got {described(x, a)}"
+    )
+
+
+def is_real(v):
+    return isinstance(v, (int, float, np.bool_, np.integer, np.floating))
+
+
+def described(x, a):
+    # What a caller passed instead of numbers, in a few words (never its whole repr).
+    if x is None:
+        return "None"
+    if isinstance(x, (str, bytes)):
+        return f"the {type(x).__name__} {x[:30]!r}" + ("..." if len(x) > 30 else "")
+    if isinstance(x, dict):
+        return "a dict (only a model with several inputs takes them by name)"
+    if a is None:
+        return f"a {type(x).__name__} that is not a rectangular array (rows of different lengths?)"
+    if not isinstance(x, np.ndarray) and not a.ndim:
+        return f"an object of type {type(x).__name__}"
+    what = "an array" if isinstance(x, np.ndarray) else f"a {type(x).__name__}"
+    if a.dtype.kind == "O":
+        for v in a.flat:
+            if not is_real(v):
+                return f"{what} holding {type(v).__name__}"
+        return f"{what} holding numbers out of range"
+    return f"{what} of strings" if a.dtype.kind in "US" else f"{what} of dtype {a.dtype}"
 
 
 def collect_inputs(args, names):

@@ -6,13 +6,29 @@ core fixture model and the outputs real Keras gave (scripts/fixtures_stress.py).
 
 from __future__ import annotations
 
+import math
+import sys
 import threading
+import tracemalloc
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, as_output_list, assert_close, convert_and_import, load_reference, model_file_for
+from conftest import (
+    FIXTURES,
+    as_output_list,
+    assert_close,
+    convert_and_import,
+    import_file,
+    load_reference,
+    model_file_for,
+)
+
+from konverter import konvert
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import make_contract_cases as cases  # noqa: E402
 
 REFS = sorted((Path(__file__).parent / "stress_refs").glob("*.npz"))
 NUMPY_DEFAULT_ERRSTATE = {"divide": "warn", "over": "warn", "invalid": "warn", "under": "ignore"}
@@ -100,3 +116,78 @@ def test_concurrent_predict_equals_sequential(name, tmp_path):
         t.join()
     assert not errors, errors
     assert results == {k: "same" for k in range(len(batches))}
+
+
+# ----------------------------------------------------------------------------- import memory (issue 15, part 3)
+IMPORT_BOUND = 8 << 20  # bytes NumPy and Python may allocate while importing a small generated file
+
+
+def _import_peak(path: Path) -> int:
+    tracemalloc.start()
+    try:
+        import_file(path)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("side", [4000, 20000])
+def test_import_memory_does_not_follow_a_declared_input_size(tmp_path, side):
+    """GlobalAveragePooling3D over a side x side x 1 input declared in a few-KB file: import stays small."""
+    model = cases.declared_input(cases.GLOBAL_POOLING, tmp_path / "gap.h5", [None, side, side, 1, 3], "input_29")
+    generated = konvert(model, tmp_path / "gap.py")
+    assert generated.stat().st_size < 64 << 10
+    assert _import_peak(generated) < IMPORT_BOUND
+
+
+@pytest.mark.parametrize("side, stride", [(3000, 30), (10000, 100)])
+def test_a_gathered_convolution_index_takes_its_own_size_not_the_inputs(tmp_path, side, stride):
+    # 100 x 100 windows of 3 x 3 taps over a declared side x side image: an index of 90,000 entries.
+    model = cases.declared_input(cases.CNN, tmp_path / "conv.h5", [None, side, side, 1], strides=[stride, stride])
+    generated = konvert(model, tmp_path / "conv.py")
+    assert "gather_index(" in generated.read_text()
+    assert _import_peak(generated) < IMPORT_BOUND
+
+
+def test_gather_index_is_the_window_positions_of_a_sample():
+    from konverter.layers.conv import gather_index, sliding_windows
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        nd = int(rng.integers(1, 4))
+        ks, dil, st = (tuple(int(v) for v in rng.integers(1, high, nd)) for high in (4, 3, 4))
+        size = tuple(int((k - 1) * d + 1 + rng.integers(0, 6)) for k, d in zip(ks, dil))
+        channels = int(rng.integers(1, 4))
+        ids = np.arange(math.prod(size) * channels).reshape((1,) + size + (channels,))
+        want = sliding_windows(ids, ks, st, dil, "valid", 0).reshape(-1, math.prod(ks) * channels)
+        assert np.array_equal(gather_index(size, channels, ks, st, dil), want), (size, channels, ks, st, dil)
+
+
+def test_gather_indices_of_a_whole_file_stay_within_a_budget():
+    # 40 narrow convolutions with different geometries, each index ~0.4M entries: 16M together.
+    from konverter.layers import conv
+    from konverter.layers.base import Const, Derived, Op, Tensor
+
+    ops = []
+    for k in range(40):
+        side = 200 + k  # (side - 2)^2 windows x 9 taps
+        x, y = Tensor((side, side, 1)), Tensor((side - 2, side - 2, 1))
+        kernel, bias = Const(np.ones((9, 1), np.float32)), Const(np.zeros(1, np.float32))
+        options = dict(kernel_size=(3, 3), strides=(1, 1), dilation=(1, 1), padding="valid", channels_first=False)
+        ops.append(Op(conv.conv, (x, kernel, bias), options, (y,)))
+    conv.gather_narrow_convs(ops, [])
+    indices = [a for op in ops for a in op.args if isinstance(a, Derived)]
+    assert 0 < len(indices) < 40, "the first convolutions are gathered, the others keep the strided im2col"
+    entries = sum(math.prod(a.args[0][i] - 2 for i in range(2)) * 9 for a in indices)
+    assert entries <= conv.GATHER_TOTAL_ENTRIES
+
+
+def test_large_maps_build_their_mean_weights_per_call():
+    from konverter.layers import pooling
+
+    x = np.random.default_rng(2).normal(size=(2, 40, 30, 3)).astype(np.float32)
+    for channels_first, axes in ((False, (1, 2)), (True, (2, 3))):
+        want = x.mean(axis=axes, dtype=np.float64)
+        assert_close(pooling.global_average_product(x, None, channels_first), want, "weights built per call")
+        weights = pooling.mean_weights(1200 if not channels_first else 90)
+        assert_close(pooling.global_average_product(x, weights, channels_first), want, "weights from import")

@@ -7,6 +7,7 @@ files are rebuilt by Konverter from validated letters, never copied from the mod
 
 from __future__ import annotations
 
+import math
 import string
 from typing import Any
 
@@ -47,9 +48,9 @@ def mha_attend(q, k, v, axes, scale, causal):
     q, k, v = q.transpose(perm), k.transpose(perm), v.transpose(perm)
     lead = len(keep) + 2
     q_positions = q.shape[lead:-1]
-    qf = q.reshape(q.shape[:lead] + (-1, q.shape[-1]))
-    kf = k.reshape(k.shape[:lead] + (-1, k.shape[-1]))
-    vf = v.reshape(v.shape[:lead] + (-1, v.shape[-1]))
+    qf = q.reshape(q.shape[:lead] + (math.prod(q_positions), q.shape[-1]))  # no -1: batches may be empty
+    kf = k.reshape(k.shape[:lead] + (math.prod(k.shape[lead:-1]), k.shape[-1]))
+    vf = v.reshape(v.shape[:lead] + (math.prod(v.shape[lead:-1]), v.shape[-1]))
     s = (qf * scale) @ np.swapaxes(kf, -1, -2)
     if causal:
         s = causal_scores(s)
@@ -60,7 +61,7 @@ def mha_attend(q, k, v, axes, scale, causal):
 
 def mha_output(o, kernel, bias, out_shape):
     # EinsumDense "...nd,nde->...e": contract heads and value_dim together.
-    y = o.reshape(o.shape[:-2] + (-1,)) @ kernel
+    y = o.reshape(o.shape[:-2] + (o.shape[-2] * o.shape[-1],)) @ kernel
     if bias is not None:
         y = y + bias
     return y.reshape(o.shape[:-2] + out_shape)

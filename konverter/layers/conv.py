@@ -123,7 +123,8 @@ def conv_gather(x, kernel, bias, index, pads, out_size, relu=False):
     if pads:
         x = pad_spatial(x, pads, 0.0)
     n = x.shape[0]
-    y = (np.take(x.reshape(n, -1), index, axis=1) @ kernel).reshape((n,) + out_size + (kernel.shape[1],))
+    flat = x.reshape(n, -1) if n else x.reshape(0, math.prod(x.shape[1:]))  # -1 needs a sample to infer from
+    y = (np.take(flat, index, axis=1) @ kernel).reshape((n,) + out_size + (kernel.shape[1],))
     return finish_conv(y, bias, relu, False)
 
 
@@ -136,7 +137,8 @@ def conv_grouped(x, kernel, bias, kernel_size, strides, dilation, padding, chann
     windows = sliding_windows(x, kernel_size, strides, dilation, padding, 0.0, True)
     lead = windows.shape[: x.ndim - 1]
     taps = depth // (x.shape[-1] // groups)
-    cols = windows.reshape(-1, taps, groups, x.shape[-1] // groups).transpose(2, 0, 1, 3).reshape(groups, -1, depth)
+    cols = windows.reshape(-1, taps, groups, x.shape[-1] // groups).transpose(2, 0, 1, 3)
+    cols = cols.reshape(groups, math.prod(lead), depth)  # not -1: NumPy cannot infer it for an empty batch
     y = np.matmul(cols, kernel).transpose(1, 0, 2).reshape(lead + (groups * per_group,))
     return finish_conv(y, bias, relu, channels_first)
 
@@ -494,25 +496,39 @@ def fuse_relu_into_conv(ops: list, outputs: list) -> None:
 
 
 # The gather index lives in memory (8 bytes per entry, built at import): convolutions whose index
-# would be larger keep the strided im2col. Windows whose contiguous runs (last kernel axis *
-# channels) reach GATHER_RUN values copy as fast through the strided view (measured: runs of 3
-# gather 1.4-2.3x faster, runs of 9-15 break even, runs of 24-48 copy 1.2-1.8x faster).
+# would be larger keep the strided im2col, and so do those past GATHER_TOTAL_ENTRIES for the whole
+# file (import memory stays bounded however many layers a file declares). Windows whose contiguous
+# runs (last kernel axis * channels) reach GATHER_RUN values copy as fast through the strided view
+# (measured: runs of 3 gather 1.4-2.3x faster, runs of 9-15 break even, runs of 24-48 copy 1.2-1.8x faster).
 GATHER_MAX_ENTRIES = 1 << 20
+GATHER_TOTAL_ENTRIES = 1 << 22
 GATHER_RUN = 9
 
 
 def gather_index(size, channels, kernel_size, strides, dilation):
     # Flat positions, in one (*size, channels) sample, of every window's (taps..., channels) values,
-    # in the kernel's row order. Pure geometry: the generated file builds it once at import.
-    ids = np.arange(math.prod(size) * channels, dtype=np.intp).reshape((1,) + tuple(size) + (channels,))
-    windows = sliding_windows(ids, kernel_size, strides, dilation, "valid", 0)
-    index = windows.reshape(-1, math.prod(kernel_size) * channels)
+    # in the kernel's row order. Pure geometry, built once at import: window start + tap offset +
+    # channel, broadcast over (*out, *kernel_size, channels), so it takes the index's memory, not a sample's.
+    nd = len(size)
+    out = [(n - (k - 1) * d - 1) // s + 1 for n, k, s, d in zip(size, kernel_size, strides, dilation)]
+    index = np.arange(channels, dtype=np.intp)
+    step = channels  # flat distance between neighbours along spatial axis i
+    for i in reversed(range(nd)):
+        axes = [1] * (2 * nd + 1)
+        axes[i] = out[i]
+        index = index + (np.arange(out[i], dtype=np.intp) * (strides[i] * step)).reshape(axes)
+        axes[i], axes[nd + i] = 1, kernel_size[i]
+        index = index + (np.arange(kernel_size[i], dtype=np.intp) * (dilation[i] * step)).reshape(axes)
+        step *= size[i]
+    index = index.reshape(math.prod(out), math.prod(kernel_size) * channels)
     index.flags.writeable = False
     return index
 
 
 def gather_narrow_convs(ops: list, outputs: list) -> None:
     """Convolutions with few channels per window row become one gather of precomputed indices."""
+    indexed: set = set()  # geometries given an index so far (the generated file builds each once)
+    total = 0
     for i, op in enumerate(ops):
         if op.fn is not conv or len(op.args) != 3 or op.kwargs.get("channels_first") is not False:
             continue
@@ -525,13 +541,17 @@ def gather_narrow_convs(ops: list, outputs: list) -> None:
         pads = tuple(conv_padding(n, k, s, d, kwargs["padding"]) for n, k, s, d in zip(size[:-1], ks, st, dil))
         padded = tuple(n + lo + hi for n, (lo, hi) in zip(size[:-1], pads))
         out_size = tuple((n - (k - 1) * d - 1) // s + 1 for n, k, s, d in zip(padded, ks, st, dil))
-        entries = int(np.prod(out_size)) * int(np.prod(ks)) * channels
-        if run >= GATHER_RUN or entries > GATHER_MAX_ENTRIES or int(np.prod(padded)) * channels >= 2**31:
+        entries = math.prod(out_size) * math.prod(ks) * channels  # exact: declared sizes may be huge
+        geometry = (padded, channels, ks, st, dil)
+        fits = entries <= GATHER_MAX_ENTRIES and (geometry in indexed or total + entries <= GATHER_TOTAL_ENTRIES)
+        if run >= GATHER_RUN or not fits or math.prod(padded) * channels >= 2**31:
             continue
+        total += 0 if geometry in indexed else entries
+        indexed.add(geometry)
         pads = pads if any(lo or hi for lo, hi in pads) else ()
         ops[i] = Op(
             conv_gather,
-            (x, op.args[1], op.args[2], Derived(gather_index, (padded, channels, ks, st, dil)), pads, out_size),
+            (x, op.args[1], op.args[2], Derived(gather_index, geometry), pads, out_size),
             {"relu": bool(kwargs.get("relu"))},
             op.outputs,
             op.layer,

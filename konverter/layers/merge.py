@@ -6,6 +6,8 @@ axis 1 (right after the batch axis) until all ranks agree, then NumPy broadcasti
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import BadModelFile
@@ -75,7 +77,7 @@ def batch_dot(x, y, x_axis, y_axis):
     x = np.moveaxis(x, x_axis, -1)
     y = np.moveaxis(y, y_axis, 1)
     n, k = x.shape[0], x.shape[-1]
-    out = np.matmul(x.reshape(n, -1, k), y.reshape(n, k, -1))
+    out = np.matmul(x.reshape(n, math.prod(x.shape[1:-1]), k), y.reshape(n, k, math.prod(y.shape[2:])))
     shape = x.shape[1:-1] + y.shape[2:]
     return out.reshape((n,) + (shape if shape else (1,)))
 

@@ -91,16 +91,24 @@ def global_average_pool(x, axes, keepdims):
 
 
 def mean_weights(count):
-    # count copies of 1/count in float32: built once at import (a Derived argument), not stored.
+    # count copies of 1/count in float32: built at import (a Derived argument) for small maps, per call for large ones.
     weights = np.full(count, 1.0 / count, dtype=np.float32)
     weights.flags.writeable = False
     return weights
+
+
+# Maps of up to this many positions get their mean_weights at import; larger ones build them per call
+# (a few % of the product's time), so that import memory never follows a size declared in the file.
+# Identical calls are shared, so all of a file's mean_weights together stay under 2 MB.
+MEAN_WEIGHTS_AT_IMPORT = 1024
 
 
 @kernel(row_wise=True)
 def global_average_product(x, weights, channels_first):
     # The mean over all positions as one product with mean_weights: 3-7x faster than np.add.reduce.
     n, channels = x.shape[0], x.shape[1 if channels_first else -1]
+    if weights is None:
+        weights = mean_weights(math.prod(x.shape[2:] if channels_first else x.shape[1:-1]))
     if channels_first:
         return x.reshape(n, channels, weights.shape[0]) @ weights
     return weights @ x.reshape(n, weights.shape[0], channels)
@@ -212,8 +220,9 @@ def global_pooling_layer(layer: Layer) -> Tensor:
             global_average_pool_masked, x, x.mask, shape=shape, channels_first=channels_first, keepdims=keepdims
         )
     spatial = x.shape[1:] if channels_first else x.shape[:-1]
-    if "Max" not in layer.class_name and not keepdims and None not in spatial:
-        weights = Derived(mean_weights, (math.prod(spatial),))
+    positions = None if None in spatial else math.prod(spatial)
+    if "Max" not in layer.class_name and not keepdims and positions:  # (no positions: Keras's NaN, below)
+        weights = Derived(mean_weights, (positions,)) if positions <= MEAN_WEIGHTS_AT_IMPORT else None
         return layer.call(global_average_product, x, weights, shape=shape, channels_first=channels_first)
     fn = global_max_pool if "Max" in layer.class_name else global_average_pool
     return layer.call(fn, x, shape=shape, axes=axes, keepdims=keepdims)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import BadModelFile
@@ -10,17 +12,26 @@ from .base import Layer, Tensor, as_int, as_int_tuple, converter, kernel
 
 @kernel(row_wise=True)
 def flatten(x):
-    return x.reshape(x.shape[0], -1)
+    # NumPy cannot infer -1 from an empty batch: then the sample size is spelled out.
+    return x.reshape(x.shape[0], -1) if len(x) else x.reshape(0, math.prod(x.shape[1:]))
 
 
 @kernel(row_wise=True)
 def flatten_channels_first(x):
     # Keras moves channels last before flattening, so the next Dense sees channels-last order.
-    return np.moveaxis(x, 1, -1).reshape(x.shape[0], -1)
+    return flatten(np.moveaxis(x, 1, -1))
 
 
 @kernel(row_wise=True)
 def reshape(x, target):
+    return x.reshape((x.shape[0],) + target)
+
+
+def reshape_inferred(x, target):
+    # A target with -1 over an input of unknown size; NumPy cannot infer -1 from an empty batch.
+    if not len(x):
+        known = math.prod(d for d in target if d != -1)
+        target = tuple(math.prod(x.shape[1:]) // known if d == -1 else d for d in target)
     return x.reshape((x.shape[0],) + target)
 
 
@@ -59,7 +70,9 @@ def reshape_layer(layer: Layer) -> Tensor:
         shape = tuple((size // known if size is not None and known else None) if d == -1 else d for d in target)
     elif size is not None and known != size:
         raise BadModelFile(f"{layer.describe()} cannot reshape {x.shape} into {target}")
-    return layer.call(reshape, x, shape=shape, target=target)
+    if None in shape:  # -1 stays for NumPy to infer
+        return layer.call(reshape_inferred, x, shape=shape, target=target)
+    return layer.call(reshape, x, shape=shape, target=shape)
 
 
 @converter("Permute")
