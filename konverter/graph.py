@@ -16,6 +16,7 @@ from .h5reader import config as cfgmod
 from .h5reader.text import label
 from .layers import CONVERTERS, Layer, Tensor
 from .layers.base import MASK_POLICY
+from .layers.quantized import policy_refusal
 
 REFUSED = {"Lambda": "runs Python code stored in the file, which Konverter never executes"}
 
@@ -45,12 +46,10 @@ class Program:
 
 
 def dtype_name(value: Any) -> str:
-    """A dtype from a config: "float32", or Keras 3's DTypePolicy dict, or a mixed policy."""
+    """An input's dtype from its config: "float32", or Keras 3's DTypePolicy dict."""
     if isinstance(value, dict):
         value = (value.get("config") or {}).get("name", "float32")
     if not isinstance(value, str):
-        return "float32"
-    if value.startswith("mixed_"):
         return "float32"
     if value in INPUT_DTYPES:
         return value
@@ -96,8 +95,10 @@ def refusal(entry: dict) -> str:
     why = refuses(entry) if refuses is not None else None
     if why:
         return why
-    if cls in CONVERTERS or cls == "InputLayer":
+    if cls == "InputLayer":
         return ""
+    if cls in CONVERTERS:  # supported, unless its dtype policy is one Konverter does not compute
+        return policy_refusal(cls, cfgmod.config_of(entry))
     registered = entry.get("registered_name")
     if cls in REFUSED:
         return REFUSED[cls]
@@ -372,10 +373,6 @@ class Builder:
         if any(isinstance(t, Tensor) and t.shape is None for t in _flat(args)):
             return Tensor(None)  # an earlier layer already failed; its problem is reported
         self.layer_count += 1
-        quantized = _quantized_policy(cfgmod.config_of(entry).get("dtype"))
-        if quantized:
-            self.problems.append(f"layer {label(name)} ({label(cls, quote=False)}): quantized weights ({quantized})")
-            return Tensor(None)
         layer = Layer(
             name=name,
             class_name=cls,
@@ -429,19 +426,6 @@ def _apply_mask_policy(layer: Layer, out: Any) -> None:
         for t in out if isinstance(out, list) else [out]:
             if isinstance(t, Tensor) and t.mask is None:
                 t.mask = masks[0]
-
-
-def _quantized_policy(dtype: Any) -> str:
-    """A Keras 3 quantized dtype policy's name ("int8_from_float32", ...), else ""."""
-    if not isinstance(dtype, dict):
-        return ""
-    name = (dtype.get("config") or {}).get("name") if isinstance(dtype.get("config"), dict) else None
-    cls = dtype.get("class_name")
-    if (isinstance(cls, str) and "Quantized" in cls) or (
-        isinstance(name, str) and name.split("_from_")[0] in ("int8", "int4", "float8")
-    ):
-        return label(str(name or cls), quote=False)
-    return ""
 
 
 def _as_ref(value: Any) -> tuple | None:
