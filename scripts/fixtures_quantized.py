@@ -181,19 +181,26 @@ def policy_model(K, fmt, policy):
     else:
         K.config.set_dtype_policy(policy)
     try:
-        x = K.Input((4,))
-        y = K.layers.Dense(8, activation="tanh")(x)
-        y = K.layers.Dense(3)(y)
-        model = K.Model(x, y)
+        x = K.Input((4,))  # the input stays float32 (Keras's floatx) under every policy
+        model = K.Model(x, K.layers.Dense(3)(K.layers.Dense(8)(x)))
     finally:
         if fmt.startswith("k2"):
             K.mixed_precision.set_global_policy("float32")
         else:
             K.config.set_dtype_policy("float32")
+    return model
+
+
+def policy_inputs(model, policy: str) -> np.ndarray:
+    """Random inputs; for float64 the last one near float32's limit and signed like the first kernel's
+    fullest column: that hidden unit exceeds float32's range (inf there), not float64's."""
     inputs = rand((BATCH, 4), 8)
-    if policy == "float64":
-        inputs[4] *= 1e38  # float64 keeps these finite; in float32 they overflow to inf
-    return model, [inputs]
+    if policy != "float64":
+        return inputs
+    kernel = np.asarray(model.layers[1].kernel, dtype=np.float64)
+    column = np.argmax(np.abs(kernel).sum(axis=0))
+    inputs[-1] = np.float32(3e38) * np.sign(kernel[:, column])
+    return inputs
 
 
 def build_refused(only) -> None:
@@ -205,9 +212,11 @@ def build_refused(only) -> None:
         for seed, fmt in enumerate(("k2h5", "k2keras", "k3h5", "k3keras")):
             K = keras_for(fmt)
             K.utils.set_random_seed(1234 + seed)
-            model, inputs = policy_model(K, fmt, policy)
+            model = policy_model(K, fmt, policy)
             randomize(model, 1000 + seed)
-            report(save(f"{FAMILY}/refused", name, fmt, model, inputs))
+            path = save(f"{FAMILY}/refused", name, fmt, model, [policy_inputs(model, policy)])
+            widen_bfloat16(path.with_suffix(".npz"))
+            report(path)
     K = keras_for("k3keras")
     if not only or "float8" in only:
         model, inputs = mlp(K)
@@ -223,6 +232,17 @@ def build_refused(only) -> None:
         randomize(model, 10)
         model.quantize("int8")
         report(save(f"{FAMILY}/refused", "mlp_int8_on_bfloat16", "k3keras", model, inputs))
+
+
+def widen_bfloat16(npz) -> None:
+    """bfloat16 outputs (saved as 2-byte voids) as float32, exactly: the high half of a float32's bits."""
+    with np.load(npz) as data:
+        arrays = {k: data[k] for k in data.files}
+    if any(a.dtype.kind == "V" for a in arrays.values()):
+        for k, a in arrays.items():
+            if a.dtype.kind == "V" and a.dtype.itemsize == 2:
+                arrays[k] = (a.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        np.savez(npz, **arrays)
 
 
 def report(path) -> None:

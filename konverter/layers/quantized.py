@@ -217,15 +217,17 @@ def _quantization(class_name: str, mode: str, compute: str, config: dict) -> Uni
     shown = label(mode, quote=False)
     base, _, block = mode.partition("/")
     if base in ("float8", "gptq", "awq"):
-        return f"{shown} quantization is not supported (only int8 and int4)"
+        return f"{shown} quantization not supported (only int8 and int4)"
     if base not in ("int8", "int4") or (base == "int8" and block):
-        return f"quantization mode {shown} is not supported"
+        return f"quantization mode {shown} not supported"
     if class_name not in QUANTIZABLE:
-        return f"{shown} quantization of a {class_name} layer is not supported"
+        return f"{shown} quantization of a {class_name} layer not supported"
     if compute != "float32":
-        return f"{shown} quantization on the {label(compute, quote=False)} policy is not supported"
+        return f"{shown} quantization on the {label(compute, quote=False)} policy not supported"
+    if config.get("lora_rank"):
+        return f"LoRA on an {base} quantized layer not supported"
     if base == "int4" and not block:
-        return "int4 quantization written by Keras before 3.14 (kernel packed along its input axis) is not supported"
+        return "int4 quantization written by Keras before 3.14 (kernel packed along its input axis) not supported"
     block_size = _block_size(block) if base == "int4" else None
     if isinstance(block_size, str):
         return block_size
@@ -234,7 +236,7 @@ def _quantization(class_name: str, mode: str, compute: str, config: dict) -> Uni
         return Quantization(base, block_size, DEFAULT_INPUTS if base == "int8" else None)
     expected = "Int8QuantizationConfig" if base == "int8" else "Int4QuantizationConfig"
     if not isinstance(spec, dict) or spec.get("class_name") != expected or not isinstance(spec.get("config"), dict):
-        return f"{shown} quantization with a {label(str(_class(spec)), quote=False)} config is not supported"
+        return f"{shown} quantization with a {label(str(_class(spec)), quote=False)} config not supported"
     settings = spec["config"]
     if base == "int4" and "block_size" in settings:  # Keras: the config's block size wins over the policy's
         block_size = _block_size(settings["block_size"])
@@ -244,7 +246,7 @@ def _quantization(class_name: str, mode: str, compute: str, config: dict) -> Uni
     if isinstance(inputs, str):
         return inputs
     if block_size is not None and inputs is not None:
-        return "int4 sub-channel quantization with an activation quantizer is not supported (Keras refuses it too)"
+        return "int4 sub-channel quantization with an activation quantizer not supported (Keras refuses it too)"
     return Quantization(base, block_size, inputs)
 
 
@@ -263,7 +265,7 @@ def _block_size(value: Any) -> Union[int, None, str]:
     if size == -1:
         return None
     if size <= 0:
-        return f"int4 block size {label(str(value)[:20], quote=False)} is not supported"
+        return f"int4 block size {label(str(value)[:20], quote=False)} not supported"
     return size
 
 
@@ -272,13 +274,13 @@ def _inputs_quantizer(spec: Any) -> Union[tuple, None, str]:
     if spec is None:
         return None
     if not isinstance(spec, dict) or spec.get("class_name") != "AbsMaxQuantizer":
-        return f"activation quantizer {label(str(_class(spec)), quote=False)} is not supported"
+        return f"activation quantizer {label(str(_class(spec)), quote=False)} not supported"
     cfg = spec.get("config") if isinstance(spec.get("config"), dict) else {}
     low, high = cfg.get("value_range", (-127, 127)) if isinstance(cfg.get("value_range", ()), (list, tuple)) else (0, 0)
     epsilon = cfg.get("epsilon", 1e-7)
     ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high))
     if cfg.get("output_dtype", "int8") != "int8" or not ints or not -128 <= low < 0 < high <= 127:
-        return "activation quantizer with a value_range or output dtype other than int8's is not supported"
+        return "activation quantizer with a value_range or output dtype other than int8's not supported"
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 <= epsilon < 1:
         return "activation quantizer epsilon must be a small non-negative number"
     return (low, high, float(epsilon))
