@@ -15,6 +15,7 @@ from conftest import FIXTURES, assert_close, check_all_modes, convert_and_import
 from konverter import BadModelFile, UnsupportedModel, konvert
 from konverter.cli import main
 from konverter.h5reader import read_model
+from konverter.layers import CONVERTERS, Layer, Tensor
 from konverter.layers.quantized import abs_max_quantize, policy_refusal, unpack_int4
 
 QUANTIZED = FIXTURES / "quantized"
@@ -188,3 +189,29 @@ def test_an_input_with_a_mixed_dtype_is_refused(tmp_path):
     model = edit_keras_config(QUANTIZED / "mlp_int8__k3keras.keras", tmp_path / "m.keras", edit)
     with pytest.raises(UnsupportedModel, match="input dtype mixed_float16"):
         konvert(model, tmp_path / "m.py")
+
+
+def _int4_dense(weights: list) -> Layer:
+    policy = {"class_name": "Int4DTypePolicy", "config": {"mode": "int4/4", "source_name": "float32"}}
+    config = {"name": "d", "units": 3, "use_bias": True, "dtype": policy}
+    return Layer("d", "Dense", config, weights, 3, [Tensor((6,))], {})
+
+
+def test_quantized_weights_are_checked():
+    """Groups of 4 rows over 6 inputs: kernel (6, 2) packed, scale and zero (2, 3), g_idx (6,)."""
+    kernel, bias = np.zeros((6, 2), np.int8), np.zeros(3, np.float32)
+    scale, zero, g_idx = np.ones((2, 3), np.float32), np.zeros((2, 3), np.int8), np.array([0, 0, 0, 0, 1, 1.0])
+    assert CONVERTERS["Dense"](_int4_dense([kernel, bias, scale, zero, g_idx])).shape == (3,)
+    assert CONVERTERS["Dense"](_int4_dense([bias, kernel, scale, zero, g_idx])).shape == (3,)  # Keras 3 .h5 order
+    bad = [
+        [kernel, bias, scale, zero, g_idx + 1],  # a group that does not exist
+        [kernel, bias, scale, zero, g_idx * np.nan],
+        [kernel.astype(np.int16), bias, scale, zero, g_idx],
+        [kernel, bias, scale, zero.astype(np.float32), g_idx],
+        [kernel[:, :1], bias, scale, zero, g_idx],
+        [kernel, bias, scale[:1], zero, g_idx],
+        [kernel, bias, scale, zero],
+    ]
+    for weights in bad:
+        with pytest.raises(BadModelFile):
+            CONVERTERS["Dense"](_int4_dense(weights))

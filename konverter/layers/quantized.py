@@ -159,7 +159,7 @@ def grouped_einsum(x, kernel, kernel_scale, kernel_zero, groups, bias, equation,
     return y
 
 
-@kernel(fresh=True, row_wise=True)
+@kernel(fresh=True)  # not declared row-wise, like embedding_lookup
 def quantized_embedding(x, table, scale, size):
     # int8 rows (or int4 per channel, `size` = the unpacked width) divided by their row's scale.
     rows = embedding_lookup(x, table)
@@ -168,7 +168,7 @@ def quantized_embedding(x, table, scale, size):
     return rows.astype(np.float32) / embedding_lookup(x, scale)[..., None]
 
 
-@kernel(fresh=True, row_wise=True)
+@kernel(fresh=True)  # not declared row-wise, like embedding_lookup
 def grouped_embedding(x, table, scale, zero, groups, size):
     # int4 sub-channel rows: each group of columns has its row's zero point and scale.
     rows = unpack_int4(embedding_lookup(x, table), size).astype(np.float32)
@@ -276,14 +276,15 @@ def _inputs_quantizer(spec: Any) -> Union[tuple, None, str]:
     if not isinstance(spec, dict) or spec.get("class_name") != "AbsMaxQuantizer":
         return f"activation quantizer {label(str(_class(spec)), quote=False)} not supported"
     cfg = spec.get("config") if isinstance(spec.get("config"), dict) else {}
-    low, high = cfg.get("value_range", (-127, 127)) if isinstance(cfg.get("value_range", ()), (list, tuple)) else (0, 0)
+    bounds = cfg.get("value_range", (-127, 127))
     epsilon = cfg.get("epsilon", 1e-7)
-    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high))
-    if cfg.get("output_dtype", "int8") != "int8" or not ints or not -128 <= low < 0 < high <= 127:
+    ints = isinstance(bounds, (list, tuple)) and len(bounds) == 2
+    ints = ints and all(isinstance(v, int) and not isinstance(v, bool) for v in bounds)
+    if cfg.get("output_dtype", "int8") != "int8" or not ints or not -128 <= bounds[0] < 0 < bounds[1] <= 127:
         return "activation quantizer with a value_range or output dtype other than int8's not supported"
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 <= epsilon < 1:
         return "activation quantizer epsilon must be a small non-negative number"
-    return (low, high, float(epsilon))
+    return (bounds[0], bounds[1], float(epsilon))
 
 
 # ----------------------------------------------------------------------------- converters
@@ -310,8 +311,8 @@ def _scale(layer: Layer, array: np.ndarray) -> np.ndarray:
 
 def _groups(layer: Layer, g_idx: np.ndarray, count: int) -> np.ndarray:
     """Keras's g_idx (stored as floats, cast to int32 like Keras) as small group numbers."""
-    groups = g_idx.astype(np.int64)
-    if groups.size and (groups.min() < 0 or groups.max() >= count):
+    groups = np.trunc(g_idx.astype(np.float64))  # Keras casts to int32: toward zero
+    if not np.isfinite(groups).all() or (groups.size and (groups.min() < 0 or groups.max() >= count)):
         raise BadModelFile(f"{layer.describe()}: g_idx names groups outside 0..{count - 1}")
     return groups.astype(np.uint8 if count <= 256 else np.int32)
 
