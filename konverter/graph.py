@@ -10,12 +10,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .errors import BadModelFile, KonverterError, UnsupportedModel
 from .h5reader import ModelFile
 from .h5reader import config as cfgmod
 from .h5reader.text import label
 from .layers import CONVERTERS, Layer, Tensor
 from .layers.base import MASK_POLICY, Const
+from .layers.quantized import policy_refusal, quantization_mode
 
 REFUSED = {"Lambda": "runs Python code stored in the file, which Konverter never executes"}
 
@@ -46,12 +49,12 @@ class Program:
 
 
 def dtype_name(value: Any) -> str:
-    """A dtype from a config: "float32", or Keras 3's DTypePolicy dict, or a mixed policy."""
+    """An input's dtype from its config: "float32", or Keras 3's DTypePolicy dict."""
     if isinstance(value, dict):
         value = (value.get("config") or {}).get("name", "float32")
     if not isinstance(value, str):
         return "float32"
-    if value.startswith("mixed_") or value in ("float16", "float64"):  # Keras casts float inputs to float32
+    if value in ("float16", "float64"):  # Keras casts float inputs to float32 (a mixed policy is refused)
         return "float32"
     if value in INPUT_DTYPES:
         return value
@@ -97,8 +100,10 @@ def refusal(entry: dict) -> str:
     why = refuses(entry) if refuses is not None else None
     if why:
         return why
-    if cls in CONVERTERS or cls == "InputLayer":
+    if cls == "InputLayer":
         return ""
+    if cls in CONVERTERS:  # supported, unless its dtype policy is one Konverter does not compute
+        return policy_refusal(cls, cfgmod.config_of(entry))
     registered = entry.get("registered_name")
     if cls in REFUSED:
         return REFUSED[cls]
@@ -373,15 +378,11 @@ class Builder:
         if any(isinstance(t, Tensor) and t.shape is None for t in _flat(args)):
             return Tensor(None)  # an earlier layer already failed; its problem is reported
         self.layer_count += 1
-        quantized = _quantized_policy(cfgmod.config_of(entry).get("dtype"))
-        if quantized:
-            self.problems.append(f"layer {label(name)} ({label(cls, quote=False)}): quantized weights ({quantized})")
-            return Tensor(None)
         layer = Layer(
             name=name,
             class_name=cls,
             config=cfgmod.config_of(entry),
-            weights=self.model.layer_weights(path),
+            weights=_float_weights(self.model.layer_weights(path), cfgmod.config_of(entry)),
             keras_major=self.model.keras_major,
             args=args,
             kwargs=kwargs,
@@ -424,6 +425,14 @@ class _Missing(Exception):
     pass
 
 
+def _float_weights(weights: list, config: dict) -> list:
+    """Keras assigns stored values to its float32 variables: integer weights would give float64 outputs.
+    A quantized layer's integer kernels stay integers (its own arithmetic reads them)."""
+    if quantization_mode(config):
+        return weights
+    return [w.astype(np.float32) if w.dtype.kind in "iub" else w for w in weights]
+
+
 def _apply_mask_policy(layer: Layer, out: Any) -> None:
     """Keras masks: pass them on, drop them, or refuse a layer whose use of the mask is unknown."""
     masks = [t.mask for t in _flat([layer.args, layer.kwargs]) if isinstance(t, Tensor) and t.mask is not None]
@@ -436,19 +445,6 @@ def _apply_mask_policy(layer: Layer, out: Any) -> None:
         for t in out if isinstance(out, list) else [out]:
             if isinstance(t, Tensor) and t.mask is None:
                 t.mask = masks[0]
-
-
-def _quantized_policy(dtype: Any) -> str:
-    """A Keras 3 quantized dtype policy's name ("int8_from_float32", ...), else ""."""
-    if not isinstance(dtype, dict):
-        return ""
-    name = (dtype.get("config") or {}).get("name") if isinstance(dtype.get("config"), dict) else None
-    cls = dtype.get("class_name")
-    if (isinstance(cls, str) and "Quantized" in cls) or (
-        isinstance(name, str) and name.split("_from_")[0] in ("int8", "int4", "float8")
-    ):
-        return label(str(name or cls), quote=False)
-    return ""
 
 
 def _as_ref(value: Any) -> tuple | None:

@@ -11,8 +11,12 @@ from konverter import UnsupportedModel, konvert
 @pytest.mark.parametrize(
     "policy",
     [
-        {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "int8_from_float32"}},
         {"module": "keras", "class_name": "QuantizedDTypePolicy", "config": {"name": "float8_from_float32"}},
+        {
+            "module": "keras",
+            "class_name": "QuantizedFloat8DTypePolicy",
+            "config": {"mode": "float8", "source_name": "float32"},
+        },
     ],
 )
 def test_quantized_layers_are_refused_by_name(tmp_path, policy):
@@ -22,6 +26,6 @@ def test_quantized_layers_are_refused_by_name(tmp_path, policy):
         config["config"]["layers"][1]["config"]["dtype"] = policy
 
     edit_keras_config(FIXTURES / "core" / "dense_relu__k3keras.keras", model, quantize)
-    with pytest.raises(UnsupportedModel, match=r"quantized weights \(.*_from_float32\)"):
+    with pytest.raises(UnsupportedModel, match=r"'dense.*' \(Dense: float8 quantization not supported"):
         konvert(model, tmp_path / "out.py")
     assert not (tmp_path / "out.py").exists()

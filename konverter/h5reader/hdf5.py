@@ -193,8 +193,6 @@ def read_array(group, path: str) -> np.ndarray:
         raise BadModelFile(f"weight {shown(path)} read back as {data.dtype}{data.shape}, not the declared {declared}")
     if bfloat16:
         data = (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-    elif dtype.kind in "iub":  # Keras assigns stored values to its float variables: integers would make float64 outputs
-        data = data.astype(np.float32)
     return data
 
 

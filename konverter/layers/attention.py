@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import BadModelFile
 from .activations import apply_activation, softmax
 from .base import Layer, Tensor, as_int, as_int_tuple, converter
+from .quantized import einsum_kernel_sizes, quantization, quantized_einsum_layer
 
 CAUSAL_PENALTY = 1e9  # Keras subtracts 1e9 from masked-out scores before the softmax
 
@@ -317,9 +318,18 @@ def parse_einsum_dense(layer: Layer, equation: Any, rank: int) -> tuple[str, str
 @converter("EinsumDense")
 def einsum_dense_layer(layer: Layer) -> Tensor:
     x = layer.input
-    if layer.get("lora_rank") or layer.get("quantization_config") or layer.get("quantization_mode"):
-        raise layer.unsupported("LoRA or quantized EinsumDense")
+    if layer.get("lora_rank"):
+        raise layer.unsupported("LoRA-enabled EinsumDense")
     inp, ker, out = parse_einsum_dense(layer, layer.get("equation"), x.rank)
+    # Letters are re-chosen by Konverter, so no text from the file reaches the generated code.
+    letters = {c: string.ascii_letters[i] for i, c in enumerate(dict.fromkeys(inp + ker + out))}
+    equation = "".join(letters[c] for c in inp) + "," + "".join(letters[c] for c in ker) + "->"
+    equation += "".join(letters[c] for c in out)
+    if quantization(layer) is not None:
+        sizes = einsum_kernel_sizes(layer, x, (inp, ker, out))
+        bias_shape = _bias_shape(layer, out, sizes)
+        y = quantized_einsum_layer(layer, x, (inp, ker, out), sizes, bias_shape, equation)
+        return apply_activation(layer, y, layer.get("activation"))
     sizes = {c: (None if i == 0 else x.shape[i - 1]) for i, c in enumerate(inp)}
     weights = list(layer.weights)
     if not weights:
@@ -332,20 +342,23 @@ def einsum_dense_layer(layer: Layer) -> Tensor:
             raise BadModelFile(f"{layer.describe()} kernel {kernel.shape} does not fit input {x.shape}")
         sizes[c] = d
     shape = tuple(sizes[c] for c in out[1:])
-    bias_axes = layer.get("bias_axes")
+    bias_shape = _bias_shape(layer, out, sizes)
     bias = None
-    if bias_axes:
-        _spec(layer, bias_axes)
-        if any(c not in out for c in bias_axes):
-            raise BadModelFile(f"{layer.describe()} has bias_axes outside the output")
-        first = min(out.index(c) for c in bias_axes)
-        bias_shape = tuple(sizes[c] if c in bias_axes else 1 for c in out[first:])
+    if bias_shape is not None:
         (_, bias) = layer.expect_weights(kernel.shape, bias_shape)
     else:
         layer.expect_weights(kernel.shape)
-    # Letters are re-chosen by Konverter, so no text from the file reaches the generated code.
-    letters = {c: string.ascii_letters[i] for i, c in enumerate(dict.fromkeys(inp + ker + out))}
-    equation = "".join(letters[c] for c in inp) + "," + "".join(letters[c] for c in ker) + "->"
-    equation += "".join(letters[c] for c in out)
     y = layer.call(einsum_dense, x, kernel, bias, shape=shape, equation=equation)
     return apply_activation(layer, y, layer.get("activation"))
+
+
+def _bias_shape(layer: Layer, out: str, sizes: dict) -> tuple | None:
+    """The bias's shape: the output's axes from the first bias axis on, 1 where no bias axis."""
+    bias_axes = layer.get("bias_axes")
+    if not bias_axes:
+        return None
+    _spec(layer, bias_axes)
+    if any(c not in out for c in bias_axes):
+        raise BadModelFile(f"{layer.describe()} has bias_axes outside the output")
+    first = min(out.index(c) for c in bias_axes)
+    return tuple(sizes[c] if c in bias_axes else 1 for c in out[first:])

@@ -6,6 +6,7 @@ import numpy as np
 
 from .activations import apply_activation, relu
 from .base import Layer, Tensor, as_int, converter, kernel
+from .quantized import quantization, quantized_dense_layer
 
 IDENTITY_AT_INFERENCE = (
     "Dropout",
@@ -82,7 +83,9 @@ def dense_layer(layer: Layer) -> Tensor:
     if x.shape is None or not x.shape:
         raise layer.unsupported("Dense on an input without a feature axis")
     features = x.shape[-1]
-    if layer.get("use_bias", True):
+    if quantization(layer) is not None:
+        y = quantized_dense_layer(layer, x, units)
+    elif layer.get("use_bias", True):
         kernel, bias = layer.expect_weights((features, units), (units,))
         y = layer.call(dense, x, kernel, bias, shape=x.shape[:-1] + (units,))
     else:

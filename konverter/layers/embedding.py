@@ -44,8 +44,13 @@ def embedding_layer(layer: Layer) -> Tensor:
         raise layer.unsupported("LoRA-enabled Embedding")
     if x.shape is None:
         raise layer.unsupported("Embedding on an input of unknown rank")
-    (table,) = layer.expect_weights((rows, width))
-    out = layer.call(embedding_lookup, x, table.astype(np.float32), shape=x.shape + (width,))
+    from .quantized import quantization, quantized_embedding_layer  # here: quantized.py imports this module
+
+    if quantization(layer) is not None:
+        out = quantized_embedding_layer(layer, x, rows, width)
+    else:
+        (table,) = layer.expect_weights((rows, width))
+        out = layer.call(embedding_lookup, x, table.astype(np.float32), shape=x.shape + (width,))
     if layer.get("mask_zero", False):
         out.mask = layer.call(nonzero_mask, x, shape=x.shape, dtype="bool")
     return out
