@@ -484,11 +484,11 @@ def test_bad_recurrent_weights_are_bad_files():
 
 def test_every_unsupported_wrapped_layer_is_reported_at_once():
     inp = _entry("InputLayer", batch_shape=[None, 4, 2], name="inp")
-    layers = [inp, _entry("Bidirectional", name="b", layer=_entry("ConvLSTM1D", filters=2, name="conv_lstm"))]
+    layers = [inp, _entry("Bidirectional", name="b", layer=_entry("NoSuchRNN", units=2, name="inner_rnn"))]
     layers.append(_entry("TimeDistributed", name="t", layer=_entry("Lambda", function="f", name="lam")))
     with pytest.raises(UnsupportedModel) as info:
         build_program(_model(layers))
-    assert "'conv_lstm' (ConvLSTM1D: not supported)" in str(info.value)
+    assert "'inner_rnn' (NoSuchRNN: not supported)" in str(info.value)
     assert "'lam' (Lambda: runs Python code" in str(info.value)
 
 

@@ -48,8 +48,6 @@ MERGES = {"concat": merge_concat, "sum": merge_sum, "mul": merge_mul, "ave": mer
 
 @converter("Bidirectional", mask="own")
 def bidirectional_layer(layer: Layer):
-    x, states = call_inputs(layer)
-    check_mask(layer, x)
     fwd_cls, fwd_cfg = wrapped_config(layer, "layer")
     if fwd_cls not in RNN_CLASSES:
         raise layer.unsupported(f"Bidirectional around {fwd_cls[:60]}")
@@ -59,6 +57,8 @@ def bidirectional_layer(layer: Layer):
             raise layer.unsupported(f"Bidirectional with a backward {bwd_cls[:60]}")
     else:
         bwd_cls, bwd_cfg = fwd_cls, dict(fwd_cfg, go_backwards=not fwd_cfg.get("go_backwards", False))
+    x, states = call_inputs(layer)
+    check_mask(layer, x)
     weights = list(layer.weights)
     n_fwd = weight_count(fwd_cls, fwd_cfg)
     if len(weights) < n_fwd:
@@ -69,10 +69,8 @@ def bidirectional_layer(layer: Layer):
     if fwd.stateful or bwd.stateful:
         if states:
             raise layer.unsupported("stateful=True together with an initial_state")
-        (fwd_states, fwd_slots), (bwd_states, bwd_slots) = (
-            stateful_states(layer, fwd, x),
-            stateful_states(layer, bwd, x),
-        )
+        fwd_states, fwd_slots = stateful_states(layer, x, fwd.state_shapes)
+        bwd_states, bwd_slots = stateful_states(layer, x, bwd.state_shapes)
         slots = fwd_slots + bwd_slots
     else:
         if states and len(states) != fwd.state_count + bwd.state_count:

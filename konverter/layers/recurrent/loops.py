@@ -192,11 +192,12 @@ def lstm_sequence(x, state, cell, mask, step_kernel, *, gate, activation, go_bac
     return rnn_outputs(outs, m, return_sequences, zero_masked), outs[-1].copy(), cells[-1].reshape(batch, units).copy()
 
 
-def rnn_initial_state(given, x, units):
+def rnn_initial_state(given, x, state_shape):
     # Stateful layer: the state carried from the previous call, or zeros (first call, reset_states()).
+    want = (x.shape[0],) + tuple(state_shape)
     if given is None:
-        return np.zeros((x.shape[0], units), dtype=np.float32)
+        return np.zeros(want, dtype=np.float32)
     state = np.ascontiguousarray(given, dtype=np.float32)
-    if state.shape != (x.shape[0], units):
-        raise ValueError(f"a carried state has shape {state.shape}, this batch needs {(x.shape[0], units)}")
+    if state.shape != want:
+        raise ValueError(f"a carried state has shape {state.shape}, this batch needs {want}")
     return state

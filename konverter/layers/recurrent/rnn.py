@@ -116,6 +116,10 @@ class RNNSpec:
     def state_count(self) -> int:
         return 2 if self.kind == "LSTM" else 1
 
+    @property
+    def state_shapes(self) -> list:
+        return [(self.units,)] * self.state_count
+
     def loop(self, zero_masked: bool | None = None) -> tuple[Callable, list, dict]:
         """The loop function, its positional weights and its keyword arguments (options, optional
         weights); `zero_masked` overrides the config's (Bidirectional forces its own)."""
@@ -138,15 +142,17 @@ class RNNSpec:
         return outs[0], outs[1:]
 
 
-def sequence_input(layer: Layer, x: Tensor) -> Tensor:
-    if x.shape is None or len(x.shape) != 2 or x.shape[1] is None:
-        raise layer.unsupported(f"a recurrent layer needs (batch, time, features) input, got {x.shape}")
+def sequence_input(layer: Layer, x: Tensor, spatial_rank: int = 0) -> Tensor:
+    """x checked: (batch, time, features), or (batch, time, *spatial, channels) with known sizes."""
+    if x.shape is None or len(x.shape) != 2 + spatial_rank or None in x.shape[1:]:
+        want = "(batch, time, features)" if not spatial_rank else f"(batch, time) + {spatial_rank + 1} known sizes"
+        raise layer.unsupported(f"a recurrent layer needs {want} input, got {x.shape}")
     if x.dtype not in ("float32", "float16", "float64", "bfloat16"):
         raise layer.unsupported(f"a recurrent layer on {x.dtype} input")
     return x
 
 
-def call_inputs(layer: Layer) -> tuple[Tensor, list]:
+def call_inputs(layer: Layer, spatial_rank: int = 0) -> tuple[Tensor, list]:
     """The sequence and any initial states (Keras 2 lists them after the input, Keras 3 as a kwarg)."""
     tensors = layer.inputs
     if not tensors:
@@ -162,16 +168,16 @@ def call_inputs(layer: Layer) -> tuple[Tensor, list]:
         raise layer.unsupported(f"tensor call arguments {sorted(layer.kwargs)}")
     if isinstance(layer.kwargs.get("mask"), Tensor):
         raise layer.unsupported("an explicit mask= call argument")
-    return sequence_input(layer, x), states
+    return sequence_input(layer, x, spatial_rank), states
 
 
-def stateful_states(layer: Layer, spec: RNNSpec, x: Tensor) -> tuple[list, list]:
-    """Initial states of a stateful layer and their slots, which the generated predict() carries."""
+def stateful_states(layer: Layer, x: Tensor, shapes: list) -> tuple[list, list]:
+    """Initial states of a stateful layer (one per shape) and their slots, which the generated predict() carries."""
     states, slots = [], []
-    for _ in range(spec.state_count):
-        slot = layer.state_input((spec.units,))
+    for shape in shapes:
+        slot = layer.state_input(shape)
         slots.append(slot)
-        states.append(layer.call(rnn_initial_state, slot, x, shape=(spec.units,), units=spec.units))
+        states.append(layer.call(rnn_initial_state, slot, x, shape=shape, state_shape=shape))
     return states, slots
 
 
@@ -214,7 +220,7 @@ def recurrent_layer(layer: Layer):
     if spec.stateful:
         if states:
             raise layer.unsupported("stateful=True together with an initial_state")
-        states, slots = stateful_states(layer, spec, x)
+        states, slots = stateful_states(layer, x, spec.state_shapes)
     elif states:
         check_states(layer, spec, states)
     y, finals = spec.run(x, states, x.mask)
