@@ -98,6 +98,46 @@ def rnn_cells(K, fmt):
     return seq(K, (5, 3), layers), [rand((BATCH, 5, 3), 19)]
 
 
+def stacked_cells(K, fmt):
+    # RNN around StackedRNNCells (also given as a plain list of cells), inside Bidirectional, backwards.
+    L = K.layers
+    layers = [
+        L.RNN(L.StackedRNNCells([L.LSTMCell(4), L.GRUCell(3)]), return_sequences=True),
+        L.Bidirectional(L.RNN(L.StackedRNNCells([L.SimpleRNNCell(3), L.LSTMCell(2)]), return_sequences=True)),
+        L.RNN([L.GRUCell(3, reset_after=False), L.SimpleRNNCell(2, activation="relu")], go_backwards=True),
+    ]
+    return seq(K, (5, 3), layers), [rand((BATCH, 5, 3), 20)]
+
+
+def stacked_cells_states(K, fmt):
+    # The cells' final states, flattened (LSTM h, c, then GRU h), returned and starting a second stack
+    # (initial_state, nested per cell as both Kerases require).
+    L = K.layers
+    inp = K.Input(shape=(6, 3))
+
+    def stack(**kwargs):
+        return L.RNN(L.StackedRNNCells([L.LSTMCell(3), L.GRUCell(2)]), return_sequences=True, **kwargs)
+
+    y, *states = stack(return_state=True)(inp)
+    states = [s for item in states for s in (item if isinstance(item, (list, tuple)) else [item])]
+    z = stack(go_backwards=True)(y, initial_state=[states[:2], states[2]])
+    return K.Model(inp, [z] + states), [rand((BATCH, 6, 3), 21)]
+
+
+def stacked_cells_masked(K, fmt):
+    # Masked steps skip every cell of the stack (Sequential: Keras 3.15 writes a Functional model's
+    # Masking as explicit NotEqual/Any op nodes that its own .h5 loader cannot read back).
+    L = K.layers
+    layers = [
+        L.Masking(),
+        L.RNN(L.StackedRNNCells([L.LSTMCell(3), L.GRUCell(2)]), return_sequences=True, zero_output_for_mask=True),
+        L.RNN([L.SimpleRNNCell(3), L.GRUCell(2)], go_backwards=True),
+    ]
+    x = padded((BATCH, 6, 3), 22, lengths=[6, 4, 2, 6], pre=[0, 0, 0, 2])
+    x[0, 3] = 0.0
+    return seq(K, (6, 3), layers), [x]
+
+
 # ----------------------------------------------------------------------------- masks and embeddings
 
 
@@ -241,6 +281,9 @@ BUILDERS = {
     "gru_reset_before": gru_reset_before,
     "lstm": lstm,
     "rnn_cells": rnn_cells,
+    "stacked_cells": stacked_cells,
+    "stacked_cells_states": stacked_cells_states,
+    "stacked_cells_masked": stacked_cells_masked,
     "masked_lstm": masked_lstm,
     "masked_sequences_out": masked_sequences_out,
     "text_classifier": text_classifier,
@@ -263,6 +306,7 @@ K2KERAS = {
     "bidirectional_gru_sequences",
     "time_distributed",
     "text_classifier",
+    "stacked_cells",
 }
 
 

@@ -500,3 +500,21 @@ def test_changing_a_result_does_not_change_the_carried_state(tmp_path):
     y0 = module.predict(xs[0])
     y0 += 100.0
     assert_close(module.predict(xs[1]), ys[1], "after changing the first result")
+
+
+def test_stacked_cells_refusals_and_bad_weights():
+    from konverter.errors import BadModelFile
+
+    base = [_entry("InputLayer", batch_shape=[None, 4, 2])]
+    cells = [_entry("SimpleRNNCell", units=2), _entry("GRUCell", units=2, reset_after=False)]
+    w = [np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), np.zeros(2, np.float32)]
+    w += [np.zeros((2, 6), np.float32), np.zeros((2, 6), np.float32), np.zeros(6, np.float32)]
+    reversed_states = _entry("StackedRNNCells", cells=cells, reverse_state_order=True)
+    with pytest.raises(UnsupportedModel, match="reverse_state_order"):
+        build_program(_model(base + [_entry("RNN", name="rnn", cell=reversed_states)], weights={("rnn",): w}))
+    stack = _entry("StackedRNNCells", cells=cells)
+    with pytest.raises(BadModelFile, match="more than its cells use"):
+        build_program(_model(base + [_entry("RNN", name="rnn", cell=stack)], weights={("rnn",): w + w[:1]}))
+    program = build_program(_model(base + [_entry("RNN", name="rnn", cell=stack)], weights={("rnn",): w}))
+    # One loop per cell, in the stack's order.
+    assert [op.fn for op in program.ops] == [loops.simple_rnn_sequence, loops.gru_sequence]

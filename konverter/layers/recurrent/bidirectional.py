@@ -11,20 +11,17 @@ import numpy as np
 
 from ...errors import BadModelFile
 from ..base import Layer, converter
+from .loops import reverse_time
 from .rnn import (
     RNN_CLASSES,
-    RNNSpec,
     call_inputs,
     check_mask,
     check_states,
+    rnn_spec,
     stateful_states,
     weight_count,
     wrapped_config,
 )
-
-
-def reverse_time(x):
-    return x[:, ::-1]
 
 
 def merge_concat(a, b):
@@ -64,8 +61,8 @@ def bidirectional_layer(layer: Layer):
     if len(weights) < n_fwd:
         raise BadModelFile(f"{layer.describe()} has {len(weights)} weight arrays, too few for both directions")
     features = x.shape[1]
-    fwd = RNNSpec(layer, fwd_cls, fwd_cfg, weights[:n_fwd], features)
-    bwd = RNNSpec(layer, bwd_cls, bwd_cfg, weights[n_fwd:], features)
+    fwd = rnn_spec(layer, fwd_cls, fwd_cfg, weights[:n_fwd], features)
+    bwd = rnn_spec(layer, bwd_cls, bwd_cfg, weights[n_fwd:], features)
     if fwd.stateful or bwd.stateful:
         if states:
             raise layer.unsupported("stateful=True together with an initial_state")

@@ -201,3 +201,7 @@ def rnn_initial_state(given, x, state_shape):
     if state.shape != want:
         raise ValueError(f"a carried state has shape {state.shape}, this batch needs {want}")
     return state
+
+
+def reverse_time(x):
+    return x[:, ::-1]

@@ -13,9 +13,9 @@ import numpy as np
 
 from ...errors import BadModelFile
 from ...h5reader import config as cfgmod
-from ..base import Layer, Tensor, as_int, converter
+from ..base import Layer, Tensor, as_int, converter, tensors_in
 from . import cells
-from .loops import gru_sequence, lstm_sequence, rnn_initial_state, simple_rnn_sequence
+from .loops import gru_sequence, lstm_sequence, reverse_time, rnn_initial_state, simple_rnn_sequence
 
 RNN_CLASSES = (
     "SimpleRNN",
@@ -45,8 +45,8 @@ def _unwrap_cell(layer: Layer, class_name: str, config: dict) -> tuple[str, dict
     if class_name != "RNN":
         return class_name, config
     cell = config.get("cell")
-    if isinstance(cell, list) or not isinstance(cell, dict):
-        raise layer.unsupported("an RNN around several (stacked) cells")
+    if not isinstance(cell, dict):
+        raise BadModelFile(f"{layer.describe()} has no cell config")
     cls = cfgmod.class_of(cell)
     if cls not in CELLS:
         raise layer.unsupported(f"an RNN around {cls[:60]}")
@@ -142,6 +142,79 @@ class RNNSpec:
         return outs[0], outs[1:]
 
 
+def stacked_cells(layer: Layer, config: dict) -> list | None:
+    """The cell entries of RNN(StackedRNNCells([...])) (or an old config's list of cells), else None."""
+    cell = config.get("cell")
+    if isinstance(cell, dict) and cfgmod.class_of(cell) == "StackedRNNCells":
+        stack = cfgmod.config_of(cell)
+        if stack.get("reverse_state_order"):
+            raise layer.unsupported("StackedRNNCells with reverse_state_order=True")
+        cell = stack.get("cells")
+    elif not isinstance(cell, list):
+        return None
+    if not isinstance(cell, list) or not cell or not all(isinstance(c, dict) for c in cell):
+        raise BadModelFile(f"{layer.describe()} has an invalid list of stacked cells")
+    return cell
+
+
+class StackedSpec:
+    """RNN around StackedRNNCells: at each step the cells run one after another, each on the output of
+    the one before. That is one RNNSpec per cell run over the whole sequence in turn (every one but the
+    last returning its sequence); masked steps are skipped by all of them alike. go_backwards reverses
+    the input once, so every cell and the returned sequence follow the processing order, like Keras.
+    States (return_state, initial_state, stateful) are the cells' states in order, flattened."""
+
+    def __init__(self, layer: Layer, config: dict, entries: list, weights: list, features: int) -> None:
+        self.layer = layer
+        self.return_sequences = bool(config.get("return_sequences", False))
+        self.return_state = bool(config.get("return_state", False))
+        self.go_backwards = bool(config.get("go_backwards", False))
+        self.stateful = bool(config.get("stateful", False))
+        self.zero_masked = bool(config.get("zero_output_for_mask", False))
+        last = len(entries) - 1
+        self.cells = []
+        for i, entry in enumerate(entries):
+            flags = {"return_sequences": i < last or self.return_sequences, "go_backwards": False}
+            flags.update(zero_output_for_mask=self.zero_masked and i == last, time_major=config.get("time_major"))
+            count = weight_count("RNN", {"cell": entry})
+            spec = RNNSpec(layer, "RNN", {"cell": entry, **flags}, weights[:count], features)
+            weights, features = weights[count:], spec.units
+            self.cells.append(spec)
+        if weights:
+            raise BadModelFile(f"{layer.describe()} has {len(weights)} weight arrays more than its cells use")
+        self.units = self.cells[-1].units
+
+    @property
+    def state_count(self) -> int:
+        return sum(spec.state_count for spec in self.cells)
+
+    @property
+    def state_shapes(self) -> list:
+        return [shape for spec in self.cells for shape in spec.state_shapes]
+
+    def run(self, x: Tensor, states: list, mask: Tensor | None, zero_masked: bool | None = None) -> tuple:
+        """Record the cells' loops; returns (output Tensor, [final state Tensors of every cell])."""
+        if self.go_backwards:
+            x = self.layer.call(reverse_time, x, shape=x.shape, dtype=x.dtype)
+            if mask is not None:
+                mask = self.layer.call(reverse_time, mask, shape=mask.shape, dtype=mask.dtype)
+        finals = []
+        for i, spec in enumerate(self.cells):
+            given = states[len(finals) : len(finals) + spec.state_count] if states else []
+            last = i == len(self.cells) - 1
+            x, cell_finals = spec.run(x, given, mask, zero_masked if last else None)
+            finals += cell_finals
+        return x, finals
+
+
+def rnn_spec(layer: Layer, class_name: str, config: dict, weights: list, features: int):
+    """The RNNSpec of a recurrent layer config, or a StackedSpec for RNN(StackedRNNCells)."""
+    entries = stacked_cells(layer, config) if class_name == "RNN" else None
+    if entries is not None:
+        return StackedSpec(layer, config, entries, weights, features)
+    return RNNSpec(layer, class_name, config, weights, features)
+
+
 def sequence_input(layer: Layer, x: Tensor, spatial_rank: int = 0) -> Tensor:
     """x checked: (batch, time, features), or (batch, time, *spatial, channels) with known sizes."""
     if x.shape is None or len(x.shape) != 2 + spatial_rank or None in x.shape[1:]:
@@ -152,6 +225,10 @@ def sequence_input(layer: Layer, x: Tensor, spatial_rank: int = 0) -> Tensor:
     return x
 
 
+def _all_tensors(value: object) -> bool:
+    return isinstance(value, Tensor) or (isinstance(value, (list, tuple)) and all(_all_tensors(v) for v in value))
+
+
 def call_inputs(layer: Layer, spatial_rank: int = 0) -> tuple[Tensor, list]:
     """The sequence and any initial states (Keras 2 lists them after the input, Keras 3 as a kwarg)."""
     tensors = layer.inputs
@@ -160,8 +237,8 @@ def call_inputs(layer: Layer, spatial_rank: int = 0) -> tuple[Tensor, list]:
     x, states = tensors[0], tensors[1:]
     given = layer.kwargs.get("initial_state")
     if given is not None:
-        extra = [given] if isinstance(given, Tensor) else list(given)
-        if not all(isinstance(t, Tensor) for t in extra):
+        extra = tensors_in(given)  # nested per cell for stacked cells: flattened in order
+        if not _all_tensors(given):
             raise layer.unsupported("an initial_state that is not a tensor")
         states = states + extra
     if any(isinstance(v, Tensor) for k, v in layer.kwargs.items() if k not in ("initial_state", "mask")):
@@ -186,18 +263,23 @@ def check_mask(layer: Layer, x: Tensor) -> None:
         raise layer.unsupported(f"a mask of shape {x.mask.shape} for input {x.shape}")
 
 
-def check_states(layer: Layer, spec: RNNSpec, states: list) -> None:
+def check_states(layer: Layer, spec: RNNSpec | StackedSpec, states: list) -> None:
     if len(states) != spec.state_count:
-        raise layer.unsupported(f"{len(states)} initial states given, {spec.kind} has {spec.state_count}")
-    for s in states:
-        if s.shape != (spec.units,):
-            raise layer.unsupported(f"an initial state of shape {s.shape}, expected {(spec.units,)}")
+        raise layer.unsupported(f"{len(states)} initial states given, the layer has {spec.state_count}")
+    for s, want in zip(states, spec.state_shapes):
+        if s.shape != want:
+            raise layer.unsupported(f"an initial state of shape {s.shape}, expected {want}")
 
 
 def weight_count(class_name: str, config: dict) -> int:
     """How many weight arrays a recurrent layer of this config holds."""
-    if class_name == "RNN" and isinstance(config.get("cell"), dict):
-        config = cfgmod.config_of(config["cell"])
+    cell = config.get("cell") if class_name == "RNN" else None
+    if isinstance(cell, dict) and cfgmod.class_of(cell) == "StackedRNNCells":
+        cell = cfgmod.config_of(cell).get("cells")
+    if isinstance(cell, list):
+        return sum(weight_count("RNN", {"cell": c}) for c in cell if isinstance(c, dict))
+    if isinstance(cell, dict):
+        config = cfgmod.config_of(cell)
     if class_name.startswith("CuDNN"):
         return 3
     return 3 if config.get("use_bias", True) else 2
@@ -216,7 +298,7 @@ def wrapped_config(layer: Layer, key: str) -> tuple[str, dict]:
 def recurrent_layer(layer: Layer):
     x, states = call_inputs(layer)
     check_mask(layer, x)
-    spec = RNNSpec(layer, layer.class_name, layer.config, layer.weights, x.shape[1])
+    spec = rnn_spec(layer, layer.class_name, layer.config, layer.weights, x.shape[1])
     if spec.stateful:
         if states:
             raise layer.unsupported("stateful=True together with an initial_state")
