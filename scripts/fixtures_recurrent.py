@@ -195,6 +195,23 @@ def embedding_float(K, fmt):
     return seq(K, (4, 2), layers), [x]
 
 
+def explicit_mask(K, fmt):
+    # A mask given at call time (mask=): a boolean model input here; Keras 3.15 writes a Functional
+    # model's Masking this way too (through NotEqual/Any op nodes).
+    L = K.layers
+    x_in = K.Input(shape=(5, 3), name="x")
+    m_in = K.Input(shape=(5,), dtype="bool", name="m")
+    seq = L.Bidirectional(L.GRU(3, return_sequences=True))(x_in, mask=m_in)
+    seq = L.TimeDistributed(L.Dense(2))(seq, mask=m_in)
+    last = L.LSTM(2)(seq, mask=m_in)
+    model = K.Model([x_in, m_in], [seq, last])
+    mask = np.ones((BATCH, 5), bool)
+    mask[1, 3:] = False
+    mask[2, :2] = False
+    mask[3, 2] = False
+    return model, [rand((BATCH, 5, 3), 23), mask]
+
+
 def bidirectional_gru_sequences(K, fmt):
     L = K.layers
     layers = [
@@ -289,6 +306,7 @@ BUILDERS = {
     "text_classifier": text_classifier,
     "masked_average_classifier": masked_average_classifier,
     "embedding_float": embedding_float,
+    "explicit_mask": explicit_mask,
     "bidirectional_gru_sequences": bidirectional_gru_sequences,
     "bidirectional_modes": bidirectional_modes,
     "bidirectional_masked": bidirectional_masked,

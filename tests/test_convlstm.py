@@ -125,7 +125,7 @@ def _entry(cls, **config):
     "layers, message",
     [
         ([_entry("ConvLSTM1D", name="c", filters=2, kernel_size=3, padding="causal")], "padding 'causal'"),
-        ([_entry("Masking"), _entry("ConvLSTM1D", name="c", filters=2, kernel_size=3)], "receives a mask"),
+        ([_entry("Masking"), _entry("ConvLSTM1D", name="c", filters=2, kernel_size=3)], "a mask"),
         (
             [_entry("Bidirectional", layer=_entry("ConvLSTM1D", name="c", filters=2, kernel_size=3))],
             "Bidirectional around ConvLSTM1D",

@@ -15,9 +15,9 @@ from .loops import reverse_time
 from .rnn import (
     RNN_CLASSES,
     call_inputs,
-    check_mask,
     check_states,
     rnn_spec,
+    sequence_mask,
     stateful_states,
     weight_count,
     wrapped_config,
@@ -55,7 +55,7 @@ def bidirectional_layer(layer: Layer):
     else:
         bwd_cls, bwd_cfg = fwd_cls, dict(fwd_cfg, go_backwards=not fwd_cfg.get("go_backwards", False))
     x, states = call_inputs(layer)
-    check_mask(layer, x)
+    mask = sequence_mask(layer, x)
     weights = list(layer.weights)
     n_fwd = weight_count(fwd_cls, fwd_cfg)
     if len(weights) < n_fwd:
@@ -79,8 +79,8 @@ def bidirectional_layer(layer: Layer):
     if fwd.return_sequences != bwd.return_sequences:
         raise layer.unsupported("forward and backward layers disagree on return_sequences")
     sequences = fwd.return_sequences
-    y_f, s_f = fwd.run(x, fwd_states, x.mask, zero_masked=sequences)
-    y_b, s_b = bwd.run(x, bwd_states, x.mask, zero_masked=sequences)
+    y_f, s_f = fwd.run(x, fwd_states, mask, zero_masked=sequences)
+    y_b, s_b = bwd.run(x, bwd_states, mask, zero_masked=sequences)
     if fwd.stateful or bwd.stateful:
         for slot, final in zip(slots, s_f + s_b):
             layer.state_output(slot, final)
@@ -101,7 +101,7 @@ def bidirectional_layer(layer: Layer):
         raise layer.unsupported(f"merge_mode {str(mode)[:40]!r}")
     if sequences:
         for out in outputs:
-            out.mask = x.mask
+            out.mask = mask
     if fwd.return_state:
         outputs += s_f + s_b
     return outputs if len(outputs) > 1 else outputs[0]

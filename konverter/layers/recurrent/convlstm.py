@@ -125,6 +125,8 @@ def _folded_weights(layer: Layer, gate: str, filters: int, channels: int, kernel
 def conv_lstm_layer(layer: Layer):
     nd = CONV_LSTM_RANK[layer.class_name]
     x, states = call_inputs(layer, spatial_rank=nd)
+    if layer.kwargs.get("mask") is not None or x.mask is not None:
+        raise layer.unsupported("a mask (Keras's Masking gives a ConvLSTM input a mask per position, not per step)")
     geometry = _geometry(layer, nd)
     channels_first = geometry["channels_first"]
     if layer.backend == "theano":

@@ -243,8 +243,6 @@ def call_inputs(layer: Layer, spatial_rank: int = 0) -> tuple[Tensor, list]:
         states = states + extra
     if any(isinstance(v, Tensor) for k, v in layer.kwargs.items() if k not in ("initial_state", "mask")):
         raise layer.unsupported(f"tensor call arguments {sorted(layer.kwargs)}")
-    if isinstance(layer.kwargs.get("mask"), Tensor):
-        raise layer.unsupported("an explicit mask= call argument")
     return sequence_input(layer, x, spatial_rank), states
 
 
@@ -258,9 +256,17 @@ def stateful_states(layer: Layer, x: Tensor, shapes: list) -> tuple[list, list]:
     return states, slots
 
 
-def check_mask(layer: Layer, x: Tensor) -> None:
-    if x.mask is not None and x.mask.shape != x.shape[:1]:
-        raise layer.unsupported(f"a mask of shape {x.mask.shape} for input {x.shape}")
+def sequence_mask(layer: Layer, x: Tensor) -> Tensor | None:
+    """The (batch, time) mask Keras hands the layer, checked: an explicit `mask=` call argument (Keras
+    3.15 writes a Functional model's Masking as op nodes whose result every mask-aware layer gets so),
+    else the one that came with x (Masking, Embedding(mask_zero=True), a layer passing it on)."""
+    mask = layer.kwargs.get("mask")
+    if mask is not None and not isinstance(mask, Tensor):
+        raise layer.unsupported(f"a mask= call argument that is not a tensor: {str(mask)[:40]}")
+    mask = mask if mask is not None else x.mask
+    if mask is not None and (mask.shape != x.shape[:1] or mask.dtype != "bool"):
+        raise layer.unsupported(f"a mask of shape {mask.shape} ({mask.dtype}) for input {x.shape}")
+    return mask
 
 
 def check_states(layer: Layer, spec: RNNSpec | StackedSpec, states: list) -> None:
@@ -297,7 +303,7 @@ def wrapped_config(layer: Layer, key: str) -> tuple[str, dict]:
 @converter(*RNN_CLASSES, mask="own")
 def recurrent_layer(layer: Layer):
     x, states = call_inputs(layer)
-    check_mask(layer, x)
+    mask = sequence_mask(layer, x)
     spec = rnn_spec(layer, layer.class_name, layer.config, layer.weights, x.shape[1])
     if spec.stateful:
         if states:
@@ -305,10 +311,10 @@ def recurrent_layer(layer: Layer):
         states, slots = stateful_states(layer, x, spec.state_shapes)
     elif states:
         check_states(layer, spec, states)
-    y, finals = spec.run(x, states, x.mask)
+    y, finals = spec.run(x, states, mask)
     if spec.stateful:
         for slot, final in zip(slots, finals):
             layer.state_output(slot, final)
     if spec.return_sequences:
-        y.mask = x.mask
+        y.mask = mask
     return [y] + finals if spec.return_state else y

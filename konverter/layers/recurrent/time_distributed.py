@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...h5reader import config as cfgmod
 from ..base import CONVERTERS, MASK_POLICY, Layer, Tensor, converter
-from .rnn import wrapped_config
+from .rnn import sequence_mask, wrapped_config
 
 
 def fold_time(x):
@@ -24,7 +24,8 @@ def time_distributed_layer(layer: Layer) -> Tensor:
     cls, cfg = wrapped_config(layer, "layer")
     if cls not in CONVERTERS or cfgmod.is_model({"class_name": cls, "config": cfg}):
         raise layer.unsupported(f"TimeDistributed around {cls[:60]}, which is not supported")
-    if x.mask is not None and MASK_POLICY.get(cls) not in ("pass", "drop"):
+    mask = sequence_mask(layer, x) if layer.kwargs.get("mask") is not None else x.mask
+    if mask is not None and MASK_POLICY.get(cls) not in ("pass", "drop"):
         raise layer.unsupported(f"a mask reaching TimeDistributed({cls[:60]}), which Keras hands to the inner layer")
     folded = layer.call(fold_time, x, shape=x.shape[1:], dtype=x.dtype)
     inner = layer.inner(str(cfg.get("name", cls)), cls, cfg, layer.weights, [folded])
@@ -34,5 +35,5 @@ def time_distributed_layer(layer: Layer) -> Tensor:
     if y.mask is not None:
         raise layer.unsupported(f"TimeDistributed around {cls[:60]}, which makes its own mask")
     out = layer.call(unfold_time, y, x, shape=(x.shape[0],) + y.shape, dtype=y.dtype)
-    out.mask = x.mask
+    out.mask = mask
     return out
