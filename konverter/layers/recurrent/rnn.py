@@ -1,8 +1,10 @@
-"""SimpleRNN, GRU, LSTM, the generic RNN around their cells, and the old CuDNNGRU/CuDNNLSTM.
+"""SimpleRNN, GRU, LSTM, the generic RNN around their cells or a StackedRNNCells, and the old
+CuDNNGRU/CuDNNLSTM.
 
 A converter reads the layer's config and weights into an RNNSpec (flags checked, weights laid out by
-cells.py) and records one loop call (loops.py). Stateful layers get state slots that the generated
-predict() carries between calls. Shared with bidirectional.py: RNNSpec and the call-input checks.
+cells.py; a StackedSpec holds one per stacked cell) and records one loop call per cell (loops.py).
+Stateful layers get state slots that the generated predict() carries between calls. Shared with
+bidirectional.py, time_distributed.py and convlstm.py: the specs and the call-input and mask checks.
 """
 
 from __future__ import annotations
