@@ -478,6 +478,8 @@ def _parse_call(call: Any, resolve) -> tuple[list, dict]:
     for ref in call:
         if isinstance(ref, list) and len(ref) in (3, 4) and ref[:2] == [CONSTANT_VALUE, -1]:
             tensors.append(ref[2])  # a constant first argument of a TF op (tf.keras TFOpLambda)
+        elif isinstance(ref, list) and ref and all(isinstance(r, list) and _as_ref(r) is not None for r in ref):
+            tensors.extend(resolve(list(r[:3])) for r in ref)  # nested: a stack of RNN cells' initial states
         elif _as_ref(ref) is None:
             raise BadModelFile(f"invalid inbound node entry {str(ref)[:80]}")
         else:

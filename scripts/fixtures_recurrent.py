@@ -98,6 +98,46 @@ def rnn_cells(K, fmt):
     return seq(K, (5, 3), layers), [rand((BATCH, 5, 3), 19)]
 
 
+def stacked_cells(K, fmt):
+    # RNN around StackedRNNCells (also given as a plain list of cells), inside Bidirectional, backwards.
+    L = K.layers
+    layers = [
+        L.RNN(L.StackedRNNCells([L.LSTMCell(4), L.GRUCell(3)]), return_sequences=True),
+        L.Bidirectional(L.RNN(L.StackedRNNCells([L.SimpleRNNCell(3), L.LSTMCell(2)]), return_sequences=True)),
+        L.RNN([L.GRUCell(3, reset_after=False), L.SimpleRNNCell(2, activation="relu")], go_backwards=True),
+    ]
+    return seq(K, (5, 3), layers), [rand((BATCH, 5, 3), 20)]
+
+
+def stacked_cells_states(K, fmt):
+    # The cells' final states, flattened (LSTM h, c, then GRU h), returned and starting a second stack
+    # (initial_state, nested per cell as both Kerases require).
+    L = K.layers
+    inp = K.Input(shape=(6, 3))
+
+    def stack(**kwargs):
+        return L.RNN(L.StackedRNNCells([L.LSTMCell(3), L.GRUCell(2)]), return_sequences=True, **kwargs)
+
+    y, *states = stack(return_state=True)(inp)
+    states = [s for item in states for s in (item if isinstance(item, (list, tuple)) else [item])]
+    z = stack(go_backwards=True)(y, initial_state=[states[:2], states[2]])
+    return K.Model(inp, [z] + states), [rand((BATCH, 6, 3), 21)]
+
+
+def stacked_cells_masked(K, fmt):
+    # Masked steps skip every cell of the stack (Sequential: Keras 3.15 writes a Functional model's
+    # Masking as explicit NotEqual/Any op nodes that its own .h5 loader cannot read back).
+    L = K.layers
+    layers = [
+        L.Masking(),
+        L.RNN(L.StackedRNNCells([L.LSTMCell(3), L.GRUCell(2)]), return_sequences=True, zero_output_for_mask=True),
+        L.RNN([L.SimpleRNNCell(3), L.GRUCell(2)], go_backwards=True),
+    ]
+    x = padded((BATCH, 6, 3), 22, lengths=[6, 4, 2, 6], pre=[0, 0, 0, 2])
+    x[0, 3] = 0.0
+    return seq(K, (6, 3), layers), [x]
+
+
 # ----------------------------------------------------------------------------- masks and embeddings
 
 
@@ -153,6 +193,23 @@ def embedding_float(K, fmt):
     layers = [L.Embedding(12, 3), L.Reshape((4, 6)), L.GRU(3)]
     x = np.random.RandomState(9).randint(0, 12, size=(BATCH, 4, 2)).astype(np.float32)
     return seq(K, (4, 2), layers), [x]
+
+
+def explicit_mask(K, fmt):
+    # A mask given at call time (mask=): a boolean model input here; Keras 3.15 writes a Functional
+    # model's Masking this way too (through NotEqual/Any op nodes).
+    L = K.layers
+    x_in = K.Input(shape=(5, 3), name="x")
+    m_in = K.Input(shape=(5,), dtype="bool", name="m")
+    seq = L.Bidirectional(L.GRU(3, return_sequences=True))(x_in, mask=m_in)
+    seq = L.TimeDistributed(L.Dense(2))(seq, mask=m_in)
+    last = L.LSTM(2)(seq, mask=m_in)
+    model = K.Model([x_in, m_in], [seq, last])
+    mask = np.ones((BATCH, 5), bool)
+    mask[1, 3:] = False
+    mask[2, :2] = False
+    mask[3, 2] = False
+    return model, [rand((BATCH, 5, 3), 23), mask]
 
 
 def bidirectional_gru_sequences(K, fmt):
@@ -241,11 +298,15 @@ BUILDERS = {
     "gru_reset_before": gru_reset_before,
     "lstm": lstm,
     "rnn_cells": rnn_cells,
+    "stacked_cells": stacked_cells,
+    "stacked_cells_states": stacked_cells_states,
+    "stacked_cells_masked": stacked_cells_masked,
     "masked_lstm": masked_lstm,
     "masked_sequences_out": masked_sequences_out,
     "text_classifier": text_classifier,
     "masked_average_classifier": masked_average_classifier,
     "embedding_float": embedding_float,
+    "explicit_mask": explicit_mask,
     "bidirectional_gru_sequences": bidirectional_gru_sequences,
     "bidirectional_modes": bidirectional_modes,
     "bidirectional_masked": bidirectional_masked,
@@ -263,6 +324,7 @@ K2KERAS = {
     "bidirectional_gru_sequences",
     "time_distributed",
     "text_classifier",
+    "stacked_cells",
 }
 
 

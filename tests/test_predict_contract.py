@@ -193,8 +193,8 @@ def test_zero_samples_give_an_empty_batch_of_the_right_shape(converted, path):
 
 @pytest.mark.parametrize("path", MODELS, ids=[f"{p.parent.name}/{p.name}" for p in MODELS])
 def test_outputs_are_float32_and_never_share_memory(converted, path):
-    """float32 (or the dtype Keras gives a preprocessing output); never a view of the caller's input (also a float32 batch, used as it is), of another
-    output, or of the state a stateful model carries into the next call."""
+    """float32 (or the dtype Keras gives a preprocessing output); never a view of the caller's input (also
+    a float32 batch, used as it is), of another output, or of the state a stateful model carries."""
     module = converted(path)
     batch = sample_batch(module, path)
     for xs in (batch, [x[0] for x in batch], [x[:1] for x in batch]):

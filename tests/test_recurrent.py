@@ -13,8 +13,9 @@ from conftest import FIXTURES, assert_close, convert_and_import
 from konverter.errors import KonverterError, UnsupportedModel
 from konverter.graph import build_program
 from konverter.h5reader import ModelFile, read_model
-from konverter.layers import embedding, recurrent
+from konverter.layers import activations, embedding
 from konverter.layers.base import Layer
+from konverter.layers.recurrent import cells, loops, rnn
 
 STATEFUL = sorted((FIXTURES / "stateful").glob("*.npz"))
 
@@ -143,31 +144,18 @@ def test_gru_against_equations(reset_after, recurrent_activation, go_backwards):
     weights = _weights(rng, features, units, 3, (2, 3 * units) if reset_after else (3 * units,))
     config = {"units": units, "reset_after": reset_after, "recurrent_activation": recurrent_activation}
     config.update(return_sequences=True, go_backwards=go_backwards)
-    spec = recurrent.RNNSpec(_layer("GRU", config, weights, keras_major=2), "GRU", config, weights, features)
+    spec = rnn.RNNSpec(_layer("GRU", config, weights, keras_major=2), "GRU", config, weights, features)
+    assert spec.gate == recurrent_activation
     rec_act = _sigmoid if recurrent_activation == "sigmoid" else _hard_sigmoid_k2
+    fn, args, options = spec.loop()
     for steps in (1, 3, 8):  # any number of time steps
         x = rng.normal(size=(3, steps, features)).astype(np.float32)
-        options = (go_backwards, True, False)
-        if spec.sigmoid_gru:
-            args = (spec.step_kernel, spec.input_h_kernel, spec.input_h_bias)
-            fn = recurrent.gru_sigmoid_sequence
-            if not reset_after:
-                args, fn = (
-                    (spec.step_kernel, spec.recurrent_h_kernel) + args[1:],
-                    recurrent.gru_sigmoid_reset_before_sequence,
-                )
-            seq, h = fn(x, None, None, *args, options)
-            # A batch of one runs on 1-D vectors: the same numbers.
-            one, one_h = fn(x[1:2], None, None, *args, options)
-            assert one.shape == (1, steps, units) and one_h.shape == (1, units)
-            assert_close(one[0], seq[1], "GRU batch of one")
-            assert_close(one_h[0], h[1], "GRU batch of one, state")
-        elif reset_after:
-            args = (spec.kernel, spec.bias, spec.recurrent_kernel, spec.recurrent_bias)
-            seq, h = recurrent.gru_sequence(x, None, None, *args, np.tanh, spec.gate, options)
-        else:
-            args = (spec.kernel, spec.bias, spec.recurrent_kernel)
-            seq, h = recurrent.gru_reset_before_sequence(x, None, None, *args, np.tanh, spec.gate, options)
+        seq, h = fn(x, None, None, *args, **options)
+        # A batch of one runs on 1-D vectors: the same numbers.
+        one, one_h = fn(x[1:2], None, None, *args, **options)
+        assert one.shape == (1, steps, units) and one_h.shape == (1, units)
+        assert_close(one[0], seq[1], "GRU batch of one")
+        assert_close(one_h[0], h[1], "GRU batch of one, state")
         assert seq.dtype == np.float32 and seq.shape == (3, steps, units)
         for b in range(3):
             want, want_h = reference_gru(x[b].astype(np.float64), *weights, reset_after, rec_act, None, go_backwards)
@@ -184,14 +172,13 @@ def test_sigmoid_gru_mask_state_and_large_inputs(go_backwards, reset_after):
     units, features = 3, 2
     weights = _weights(rng, features, units, 3, (2, 3 * units) if reset_after else (3 * units,))
     config = {"units": units, "return_sequences": True, "go_backwards": go_backwards, "reset_after": reset_after}
-    spec = recurrent.RNNSpec(_layer("GRU", config, weights), "GRU", config, weights, features)
-    assert spec.sigmoid_gru
-    gru = recurrent.gru_sigmoid_sequence if reset_after else recurrent.gru_sigmoid_reset_before_sequence
-    kernels = (spec.step_kernel,) if reset_after else (spec.step_kernel, spec.recurrent_h_kernel)
-    args = kernels + (spec.input_h_kernel, spec.input_h_bias, (go_backwards, True, False))
+    spec = rnn.RNNSpec(_layer("GRU", config, weights), "GRU", config, weights, features)
+    assert spec.gate == "sigmoid"
+    gru, args, options = spec.loop()
+    forward = dict(options, go_backwards=False)
     x = rng.normal(size=(2, 5, features)).astype(np.float32)
     mask = np.array([[1, 0, 1, 1, 0], [0, 1, 1, 0, 1]], bool)
-    seq, h = gru(x, None, mask, *args)
+    seq, h = gru(x, None, mask, *args, **options)
     for b in range(2):
         want, want_h = reference_gru(
             x[b].astype(np.float64), *weights, reset_after, mask=mask[b], go_backwards=go_backwards
@@ -199,13 +186,13 @@ def test_sigmoid_gru_mask_state_and_large_inputs(go_backwards, reset_after):
         assert_close(seq[b], want, f"masked GRU sample {b}")
         assert_close(h[b], want_h, f"masked GRU state {b}")
     # An initial state: running 2 + 3 steps equals running 5 steps at once.
-    _, h2 = gru(x[:, :2], None, None, *args[:-1], (False, True, False))
-    whole, _ = gru(x, None, None, *args[:-1], (False, True, False))
-    rest, _ = gru(x[:, 2:], h2, None, *args[:-1], (False, True, False))
+    _, h2 = gru(x[:, :2], None, None, *args, **forward)
+    whole, _ = gru(x, None, None, *args, **forward)
+    rest, _ = gru(x[:, 2:], h2, None, *args, **forward)
     assert_close(rest, whole[:, 2:], "GRU continued from a state")
     big = (x * 1e4).astype(np.float32)
     with np.errstate(all="ignore"):  # as in the generated predict()
-        got, _ = gru(big, None, None, *args)
+        got, _ = gru(big, None, None, *args, **options)
     for b in range(2):
         with np.errstate(over="ignore"):
             want, _ = reference_gru(big[b].astype(np.float64), *weights, reset_after, go_backwards=go_backwards)
@@ -216,23 +203,20 @@ def test_sigmoid_gru_mask_state_and_large_inputs(go_backwards, reset_after):
 @pytest.mark.parametrize("recurrent_activation", ["sigmoid", "hard_sigmoid"])
 @pytest.mark.parametrize("batch", [2, 1])
 def test_lstm_against_equations_with_mask(recurrent_activation, batch):
-    """Both LSTM loops (exp-based sigmoid on [x, h, 1] rows; the generic one) against the equations."""
+    """The LSTM loop with exp-based sigmoid gates and with hard_sigmoid (clipped) gates against the equations."""
     rng = np.random.RandomState(2)
     units, features = 4, 3
     weights = _weights(rng, features, units, 4, (4 * units,))
     config = {"units": units, "return_sequences": True, "recurrent_activation": recurrent_activation}
-    spec = recurrent.RNNSpec(_layer("LSTM", config, weights, keras_major=2), "LSTM", config, weights, features)
+    spec = rnn.RNNSpec(_layer("LSTM", config, weights, keras_major=2), "LSTM", config, weights, features)
     rec_act = _sigmoid if recurrent_activation == "sigmoid" else _hard_sigmoid_k2
-    assert spec.sigmoid_lstm == (recurrent_activation == "sigmoid")
+    assert spec.gate == recurrent_activation
     x = rng.normal(size=(2, 6, features)).astype(np.float32)[:batch]
     mask = np.array([[1, 1, 0, 1, 0, 0], [0, 1, 1, 1, 1, 1]], bool)[:batch]
 
     def run(mask, zero_masked=False):
-        options = (False, True, zero_masked)
-        if spec.sigmoid_lstm:
-            return recurrent.lstm_sigmoid_sequence(x, None, None, mask, spec.step_kernel, options)
-        args = (spec.kernel, spec.bias, spec.recurrent_kernel, np.tanh, spec.gate)
-        return recurrent.lstm_sequence(x, None, None, mask, *args, options)
+        fn, args, options = spec.loop(zero_masked)
+        return fn(x, None, None, mask, *args, **options)
 
     seq, h, c = run(mask)
     for b in range(batch):
@@ -266,13 +250,14 @@ def test_simple_rnn_against_equations(activation, batch, masked):
     units, features = 4, 3
     weights = _weights(rng, features, units, 1, (units,))
     config = {"units": units, "activation": activation, "return_sequences": True, "go_backwards": True}
-    spec = recurrent.RNNSpec(_layer("SimpleRNN", config, weights), "SimpleRNN", config, weights, features)
-    in_place = recurrent.IN_PLACE_ACTIVATIONS.get(spec.activation)
-    assert (in_place is None) == (activation == "elu")
+    spec = rnn.RNNSpec(_layer("SimpleRNN", config, weights), "SimpleRNN", config, weights, features)
+    # tanh and relu run in place (activate_into), elu is computed and copied back.
+    assert spec.activation is {"tanh": activations.tanh, "relu": activations.relu, "elu": cells.elu_default}[activation]
     x = rng.normal(size=(batch, 5, features)).astype(np.float32)
     mask = rng.rand(batch, 5) > 0.4 if masked else None
-    options = (True, True, False, in_place is not None)
-    seq, h = recurrent.simple_rnn_sequence(x, None, mask, spec.step_kernel, in_place or spec.activation, options)
+    fn, args, options = spec.loop()
+    assert fn is loops.simple_rnn_sequence
+    seq, h = fn(x, None, mask, *args, **options)
     act = {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0.0), "elu": lambda v: np.where(v > 0, v, np.expm1(v))}
     kernel, recurrent_kernel, bias = (w.astype(np.float64) for w in weights)
     for b in range(batch):
@@ -287,36 +272,26 @@ def test_simple_rnn_against_equations(activation, batch, masked):
 
 @pytest.mark.parametrize("kind", ["GRU", "GRU_before", "LSTM", "SimpleRNN"])
 def test_large_batches_run_in_chunks(kind):
-    """Batches above RNN_CHUNK_ROWS go through the loops in chunks: same results, masks and states too."""
+    """Batches above chunk_rows go through the loops in chunks: same results, masks and states too."""
     rng = np.random.RandomState(7)
-    units, features, batch = 3, 2, recurrent.RNN_CHUNK_ROWS * 2 + 5
+    units, features = 3, 2
+    batch = loops.chunk_rows(np.empty((1, 4, features)), units) * 2 + 5
+    assert batch < 20_000
     cls = kind.split("_")[0]
-    gates = recurrent.GATE_COUNT[cls]
+    gates = cells.GATE_COUNT[cls]
     bias_shape = (2, gates * units) if kind == "GRU" else (gates * units,)
     weights = _weights(rng, features, units, gates, bias_shape)
     config = {"units": units, "return_sequences": True, "reset_after": kind == "GRU"}
-    spec = recurrent.RNNSpec(_layer(cls, config, weights), cls, config, weights, features)
-    options = (False, True, True)
-    if kind == "GRU":
-        fn, rest, n_states = recurrent.gru_sigmoid_sequence, (spec.step_kernel, spec.input_h_kernel), 1
-        rest += (spec.input_h_bias, options)
-    elif kind == "GRU_before":
-        fn, rest, n_states = recurrent.gru_sigmoid_reset_before_sequence, (spec.step_kernel,), 1
-        rest += (spec.recurrent_h_kernel, spec.input_h_kernel, spec.input_h_bias, options)
-    elif kind == "LSTM":
-        fn, rest, n_states = recurrent.lstm_sigmoid_sequence, (spec.step_kernel, options), 2
-    else:
-        fn, rest, n_states = (
-            recurrent.simple_rnn_sequence,
-            (spec.step_kernel, recurrent.gate_tanh, options + (True,)),
-            1,
-        )
+    spec = rnn.RNNSpec(_layer(cls, config, weights), cls, config, weights, features)
+    fn, args, options = spec.loop(zero_masked=True)
+    n_states = spec.state_count
     x = rng.normal(size=(batch, 4, features)).astype(np.float32)
     states = [rng.normal(size=(batch, units)).astype(np.float32) for _ in range(n_states)]
     mask = rng.rand(batch, 4) > 0.3
-    whole = fn(x, *states, mask, *rest)
+    whole = fn(x, *states, mask, *args, **options)
     parts = [
-        fn(x[i : i + 100], *[s[i : i + 100] for s in states], mask[i : i + 100], *rest) for i in range(0, batch, 100)
+        fn(x[i : i + 1000], *[s[i : i + 1000] for s in states], mask[i : i + 1000], *args, **options)
+        for i in range(0, batch, 1000)
     ]
     assert len(whole) == n_states + 1
     for got, want in zip(whole, zip(*parts)):
@@ -354,13 +329,13 @@ def test_recurrent_threads_equal_sequential(name, tmp_path):
 
 
 def test_cudnn_layout_round_trip():
-    """_from_cudnn undoes the cuDNN layout that tf-keras writes (the fixture script writes it the same way)."""
+    """from_cudnn undoes the cuDNN layout that tf-keras writes (the fixture script writes it the same way)."""
     rng = np.random.RandomState(3)
     kernel, rec = rng.normal(size=(3, 8)), rng.normal(size=(2, 8))
     cudnn_kernel = np.hstack([k.T.reshape(k.shape, order="C") for k in np.hsplit(kernel, 4)])
     cudnn_rec = np.hstack([k.T for k in np.hsplit(rec, 4)])
     bias = rng.normal(size=8)
-    got = recurrent._from_cudnn([cudnn_kernel, cudnn_rec, np.concatenate([bias, -bias / 2])], 4)
+    got = cells.from_cudnn([cudnn_kernel, cudnn_rec, np.concatenate([bias, -bias / 2])], 4)
     assert np.array_equal(got[0], kernel) and np.array_equal(got[1], rec)
     assert np.allclose(got[2], bias / 2)
 
@@ -441,7 +416,7 @@ def test_mask_passes_through_dense_to_the_rnn():
         ("rnn",): [rng.normal(size=(3, 2)).astype(np.float32), np.eye(2, dtype=np.float32), np.zeros(2, np.float32)],
     }
     program = build_program(_model(layers, weights=weights))
-    rnn_op = [op for op in program.ops if op.fn is recurrent.simple_rnn_sequence][0]
+    rnn_op = [op for op in program.ops if op.fn is loops.simple_rnn_sequence][0]
     mask_arg = rnn_op.args[2]
     assert mask_arg is not None and mask_arg.dtype == "bool"
 
@@ -472,11 +447,12 @@ def test_keras2_hard_sigmoid_is_not_sigmoid():
     """The Keras 2 hard_sigmoid folds 0.2 and 0.5 into the weights; Keras 3's folds 1/6."""
     weights = [np.ones((1, 3), np.float32), np.zeros((1, 3), np.float32), np.zeros(3, np.float32)]
     config = {"units": 1, "recurrent_activation": "hard_sigmoid", "reset_after": False}
-    k2 = recurrent.RNNSpec(_layer("GRU", config, weights, 2), "GRU", config, weights, 1)
-    k3 = recurrent.RNNSpec(_layer("GRU", config, weights, 3), "GRU", config, weights, 1)
-    assert k2.gate is recurrent.gate_clip_unit and k3.gate is recurrent.gate_clip_unit
-    assert k2.kernel[0, :2].tolist() == pytest.approx([0.2, 0.2]) and k2.bias[:2].tolist() == [0.5, 0.5]
-    assert k3.kernel[0, :2].tolist() == pytest.approx([1 / 6, 1 / 6])
+    k2 = rnn.RNNSpec(_layer("GRU", config, weights, 2), "GRU", config, weights, 1)
+    k3 = rnn.RNNSpec(_layer("GRU", config, weights, 3), "GRU", config, weights, 1)
+    assert k2.gate == k3.gate == "hard_sigmoid"  # a clip on folded columns
+    k2_step, k3_step = k2.weights["step_kernel"], k3.weights["step_kernel"]  # rows: W, U, bias
+    assert k2_step[0, :2].tolist() == pytest.approx([0.2, 0.2]) and k2_step[-1, :2].tolist() == [0.5, 0.5]
+    assert k3_step[0, :2].tolist() == pytest.approx([1 / 6, 1 / 6]) and k3_step[-1, :2].tolist() == [0.5, 0.5]
 
 
 def test_generated_recurrent_file_is_deterministic_and_numpy_only(tmp_path):
@@ -489,7 +465,7 @@ def test_generated_recurrent_file_is_deterministic_and_numpy_only(tmp_path):
     imports = {line.split()[1] for line in first.splitlines() if line.startswith(("import ", "from "))}
     assert imports == {"base64", "math", "numpy"}
     # Activations passed to the loops are copied in as plain functions, never referenced by module.
-    assert "gru_sigmoid_sequence(" in first and "lstm_sigmoid_sequence(" in first and "activations." not in first
+    assert "gru_sequence(" in first and "lstm_sequence(" in first and "activations." not in first
 
 
 def test_bad_recurrent_weights_are_bad_files():
@@ -508,11 +484,11 @@ def test_bad_recurrent_weights_are_bad_files():
 
 def test_every_unsupported_wrapped_layer_is_reported_at_once():
     inp = _entry("InputLayer", batch_shape=[None, 4, 2], name="inp")
-    layers = [inp, _entry("Bidirectional", name="b", layer=_entry("ConvLSTM1D", filters=2, name="conv_lstm"))]
+    layers = [inp, _entry("Bidirectional", name="b", layer=_entry("NoSuchRNN", units=2, name="inner_rnn"))]
     layers.append(_entry("TimeDistributed", name="t", layer=_entry("Lambda", function="f", name="lam")))
     with pytest.raises(UnsupportedModel) as info:
         build_program(_model(layers))
-    assert "'conv_lstm' (ConvLSTM1D: not supported)" in str(info.value)
+    assert "'inner_rnn' (NoSuchRNN: not supported)" in str(info.value)
     assert "'lam' (Lambda: runs Python code" in str(info.value)
 
 
@@ -524,3 +500,21 @@ def test_changing_a_result_does_not_change_the_carried_state(tmp_path):
     y0 = module.predict(xs[0])
     y0 += 100.0
     assert_close(module.predict(xs[1]), ys[1], "after changing the first result")
+
+
+def test_stacked_cells_refusals_and_bad_weights():
+    from konverter.errors import BadModelFile
+
+    base = [_entry("InputLayer", batch_shape=[None, 4, 2])]
+    cells = [_entry("SimpleRNNCell", units=2), _entry("GRUCell", units=2, reset_after=False)]
+    w = [np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), np.zeros(2, np.float32)]
+    w += [np.zeros((2, 6), np.float32), np.zeros((2, 6), np.float32), np.zeros(6, np.float32)]
+    reversed_states = _entry("StackedRNNCells", cells=cells, reverse_state_order=True)
+    with pytest.raises(UnsupportedModel, match="reverse_state_order"):
+        build_program(_model(base + [_entry("RNN", name="rnn", cell=reversed_states)], weights={("rnn",): w}))
+    stack = _entry("StackedRNNCells", cells=cells)
+    with pytest.raises(BadModelFile, match="more than its cells use"):
+        build_program(_model(base + [_entry("RNN", name="rnn", cell=stack)], weights={("rnn",): w + w[:1]}))
+    program = build_program(_model(base + [_entry("RNN", name="rnn", cell=stack)], weights={("rnn",): w}))
+    # One loop per cell, in the stack's order.
+    assert [op.fn for op in program.ops] == [loops.simple_rnn_sequence, loops.gru_sequence]

@@ -162,14 +162,17 @@ def _read_container(model: ModelFile, group, entry: dict, prefix: tuple, assets:
         if group_of_layer is None:
             continue
         names: list[str] = []
-        arrays = _collect(group_of_layer, key, names)
+        arrays = _collect(group_of_layer, key, names, cfgmod.config_of(layer))
         if arrays:
             model.weights[path] = arrays
             model.weight_names[path] = names
 
 
-def _collect(group, where: str, names: list) -> list:
-    """A layer's variables: its own `vars/0..n` (numeric order), then child objects in Keras order."""
+def _collect(group, where: str, names: list, config: object = None) -> list:
+    """A layer's variables: its own `vars/0..n` (numeric order), then child objects in Keras order.
+
+    `config` is the object's config (or, for a list attribute such as StackedRNNCells's `cells`, the
+    list of entries): it orders a list's children as Keras saved them, class-based names in list order."""
     arrays = []
     if not is_group(group):
         raise BadModelFile(f"weights entry {shown(where)} is not a group")
@@ -182,10 +185,42 @@ def _collect(group, where: str, names: list) -> list:
             arrays.append(read_array(vars_group, k))
             names.append(f"{where}/vars/{k}")
     children = [k for k in keys(group, where) if k != "vars"]
-    children.sort(key=lambda k: (CHILD_ORDER.index(k) if k in CHILD_ORDER else len(CHILD_ORDER), k))
+    listed = _list_order(config)
+    children.sort(
+        key=lambda k: (CHILD_ORDER.index(k) if k in CHILD_ORDER else len(CHILD_ORDER), listed.get(k, len(listed)), k)
+    )
     for k in children:
-        arrays.extend(_collect(child(group, k, f"{where}/{k}"), f"{where}/{k}", names))
+        arrays.extend(_collect(child(group, k, f"{where}/{k}"), f"{where}/{k}", names, _child_config(config, k)))
     return arrays
+
+
+def _child_config(config: object, key: str) -> object:
+    """The config of child object `key` (a Bidirectional's forward/backward layers come from `layer`)."""
+    if not isinstance(config, dict):
+        return None
+    entry = config.get(key)
+    if entry is None and key in ("forward_layer", "backward_layer"):
+        entry = config.get("layer")
+    if isinstance(entry, dict) and isinstance(entry.get("config"), dict):
+        return entry["config"]
+    return entry if isinstance(entry, list) else None
+
+
+def _list_order(entries: object) -> dict:
+    """Group name -> position for a list of layer entries, named as Keras names list items on saving
+    (snake_case of the class, `_1`, `_2`... for repeats): HDF5 lists groups alphabetically instead."""
+    if not isinstance(entries, list):
+        return {}
+    counts: dict[str, int] = {}
+    order: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
+            return {}
+        base = cfgmod.snake_case(entry["class_name"])
+        n = counts.get(base, 0)
+        counts[base] = n + 1
+        order[base if n == 0 else f"{base}_{n}"] = i
+    return order
 
 
 def name_attr(group) -> str | None:
