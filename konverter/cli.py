@@ -47,7 +47,6 @@ EPILOG = (
 app = typer.Typer(
     add_completion=True,
     no_args_is_help=True,
-    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -413,7 +412,7 @@ def verify_command(
     model: Path = typer.Argument(..., metavar="MODEL", help="The Keras model file.", show_default=False),
     generated: Optional[Path] = typer.Argument(
         None,
-        metavar="[GENERATED.py]",
+        metavar="GENERATED.py",
         help="The generated file to check. Default: convert in memory.",
         show_default=False,
     ),
