@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
-from .convert import convert_file, default_output, is_up_to_date, output_path
+from .convert import convert_file, default_output, is_up_to_date, output_path, require_regular_file
 from .errors import EXIT_BAD_FILE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT, KonverterError
 from .h5reader import MODEL_SUFFIXES
 
@@ -62,6 +62,7 @@ def convert_one(
     """
     start = time.perf_counter()
     try:
+        require_regular_file(source)  # before anything hashes or opens it: a FIFO would block
         dest = output_path(source, target)
         if not force and is_up_to_date(source, dest, options, embed_check):
             return Outcome(source, dest, SKIPPED, EXIT_OK, "up to date", 0, time.perf_counter() - start)

@@ -122,7 +122,13 @@ def test_folder_run_finishes_when_half_the_files_are_bad(tmp_path):
     assert _temp_files(tmp_path) == []
 
 
-def test_interrupt_mid_folder_run_leaves_no_partial_files(tmp_path):
+def _stop_line(name: str) -> list:
+    return ["konverter: " + ("interrupted" if name == "SIGINT" else f"stopped by {name}")]
+
+
+def _stop_a_run(tmp_path: Path, signum: int, *options: str) -> tuple:
+    """Convert a folder of 200 models; once the first output exists, send `signum` to the whole process group
+    (as a terminal does for Ctrl-C or when it closes). Returns (process, stderr, seconds to exit, folder)."""
     folder = tmp_path / "models"
     folder.mkdir()
     source = FIXTURES / "core" / "benchmark__k3keras.keras"  # the largest core model: each takes a while
@@ -130,22 +136,29 @@ def test_interrupt_mid_folder_run_leaves_no_partial_files(tmp_path):
         shutil.copy(source, folder / f"m{i:03d}.keras")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "konverter", str(folder), "-q"],
+        [sys.executable, "-m", "konverter", str(folder), *options],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120  # a hang guard only
         while not list(folder.glob("*.py")) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.005)
-        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        os.killpg(proc.pid, signum)
         _, err = proc.communicate(timeout=120)
+        return proc, err, time.monotonic() - sent, folder
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_interrupt_mid_folder_run_leaves_no_partial_files(tmp_path):
+    proc, err, _, folder = _stop_a_run(tmp_path, signal.SIGINT, "-q")
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "konverter: interrupted"
     assert _temp_files(tmp_path) == []
@@ -330,45 +343,8 @@ def test_a_stop_signal_during_the_write_leaves_no_temporary_file(tmp_path, name,
         timeout=300,
     )
     assert proc.returncode == code, proc.stderr
-    assert proc.stderr.strip().splitlines() == [
-        "konverter: " + ("interrupted" if name == "SIGINT" else f"stopped by {name}")
-    ]
+    assert proc.stderr.strip().splitlines() == _stop_line(name)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
-
-
-def _stop_line(name: str) -> list:
-    return ["konverter: " + ("interrupted" if name == "SIGINT" else f"stopped by {name}")]
-
-
-def _stop_a_parallel_run(tmp_path: Path, signum: int) -> tuple:
-    """Convert 200 models with -j 2; once the first output exists, send `signum` to the whole process group
-    (as a terminal does for Ctrl-C or when it closes). Returns (process, stderr, seconds to exit, folder)."""
-    folder = tmp_path / "models"
-    folder.mkdir()
-    source = FIXTURES / "core" / "benchmark__k3keras.keras"  # the largest core model: each takes a while
-    for i in range(200):
-        shutil.copy(source, folder / f"m{i:03d}.keras")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "konverter", str(folder), "-j", "2"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120  # a hang guard only
-        while not list(folder.glob("*.py")) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.005)
-        sent = time.monotonic()
-        os.killpg(proc.pid, signum)
-        _, err = proc.communicate(timeout=120)
-        return proc, err, time.monotonic() - sent, folder
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def _group_is_gone(pgid: int) -> bool:
@@ -385,7 +361,7 @@ def _group_is_gone(pgid: int) -> bool:
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
 @pytest.mark.parametrize("name, code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
 def test_stopping_a_parallel_run_ends_every_worker_at_once(tmp_path, name, code):
-    proc, err, seconds, folder = _stop_a_parallel_run(tmp_path, getattr(signal, name))
+    proc, err, seconds, folder = _stop_a_run(tmp_path, getattr(signal, name), "-j", "2")
     assert proc.returncode == code, err
     assert err.strip().splitlines() == _stop_line(name)
     assert seconds < 10  # the old pool converted on for many seconds (the rest of the folder)
