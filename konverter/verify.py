@@ -117,8 +117,8 @@ def load_generated(model_path: str | os.PathLike, generated: str | os.PathLike) 
         )
     if not is_intact(generated):
         raise MismatchError(
-            f"{os.fspath(generated)} was changed after Konverter wrote it (its content hash does not match); "
-            "run konverter again"
+            f"{os.fspath(generated)} was changed after Konverter wrote it (its content hash does not match, "
+            "or an older Konverter recorded none); run konverter again"
         )
     try:
         options = json.loads(header["settings"]) if header["settings"] else {}
