@@ -8,13 +8,16 @@ Conversion reads the file with h5py/json/zipfile; TensorFlow and Keras are never
     model = konverter.load("model.h5")            # the same module, in memory: model.predict(x)
     konverter.inspect("model.h5").layers          # what is inside, and what Konverter supports
     konverter.verify("model.h5", reference="data.npz").ok
+
+Conversion options (`options=` of konvert and load): {"weights": "float32" | "float16"}; unknown
+keys or values raise UsageError. Every error is a KonverterError whose message names the file.
 """
 
 from __future__ import annotations
 
 import os
 
-from .convert import konvert, load  # noqa: E402
+from .convert import OPTIONS, konvert, load, naming, require_regular_file  # noqa: E402
 from .errors import (  # noqa: E402
     BadModelFile,
     KonverterError,
@@ -33,14 +36,18 @@ def inspect(path: str | os.PathLike) -> ModelSummary:
     layer with its output shape, parameter count and whether Konverter supports it.
 
     Works on models Konverter cannot convert (`summary.convertible` is False, `summary.problems`
-    says why). Raises BadModelFile when the file is not a readable Keras model.
+    says why). Raises BadModelFile when the file is not a readable Keras model, UsageError when
+    `path` is missing or not a regular file; the message names the file.
     """
-    return inspect_model(path)
+    with naming(path):
+        require_regular_file(path)
+        return inspect_model(path)
 
 
 __all__ = [
     "konvert",
     "load",
+    "OPTIONS",
     "inspect",
     "verify",
     "ModelSummary",

@@ -25,7 +25,7 @@ def test_inspect_says_convertible_exactly_when_conversion_succeeds(path):
     try:
         summary = inspect(path)
     except UnsupportedModel as err:  # not a layer graph at all (a keras_hub Backbone): the same refusal
-        assert not converts and str(err) == why
+        assert not converts and str(err).endswith(why)  # the API names the file first
         return
     assert summary.convertible == converts, (summary.problems, why)
     assert all(row.supported for row in summary.layers) == converts
