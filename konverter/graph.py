@@ -17,7 +17,7 @@ from .h5reader import ModelFile
 from .h5reader import config as cfgmod
 from .h5reader.text import label
 from .layers import CONVERTERS, Layer, Tensor
-from .layers.base import MASK_POLICY, Const
+from .layers.base import MASK_POLICY, WRAPS, Const
 from .layers.quantized import policy_refusal, quantization_mode
 
 REFUSED = {"Lambda": "runs Python code stored in the file, which Konverter never executes"}
@@ -126,7 +126,7 @@ def unsupported_layers(entry: dict, found: list) -> None:
             continue
         # Wrappers (Bidirectional, TimeDistributed): their inner layers are checked the same way.
         cfg = cfgmod.config_of(layer)
-        wrapped = [cfg[k] for k in ("layer", "backward_layer") if isinstance(cfg.get(k), dict)]
+        wrapped = [cfg[k] for k in WRAPS.get(converter_key(layer), ()) if isinstance(cfg.get(k), dict)]
         if wrapped:
             unsupported_layers({"class_name": "Sequential", "config": {"layers": wrapped}}, found)
 

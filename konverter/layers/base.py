@@ -72,6 +72,7 @@ CONVERTERS: dict[str, Converter] = {}
 # Activation, Dropout...), "drop" (Keras 3 drops it and the math never reads it: Flatten...),
 # "own" (the converter reads `tensor.mask` itself). Layers not listed are refused when a mask reaches them.
 MASK_POLICY: dict[str, str] = {}
+WRAPS: dict[str, tuple] = {}  # class name -> config keys holding wrapped layers (see `converter`)
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,12 @@ def traits(fn: Any) -> Traits:
     return TRAITS.get(fn, NO_TRAITS)
 
 
-def converter(*class_names: str, mask: str | None = None) -> Callable[[Converter], Converter]:
-    """Register a converter for Keras class names (aliases included), with its mask policy."""
+def converter(*class_names: str, mask: str | None = None, wraps: tuple = ()) -> Callable[[Converter], Converter]:
+    """Register a converter for Keras class names (aliases included), with its mask policy.
+
+    `wraps`: the config keys that hold wrapped layers (Bidirectional's `layer` and `backward_layer`):
+    those are checked for support like the model's own layers, before any conversion.
+    """
 
     def register(fn: Converter) -> Converter:
         for name in class_names:
@@ -140,6 +145,8 @@ def converter(*class_names: str, mask: str | None = None) -> Callable[[Converter
             CONVERTERS[name] = fn
             if mask is not None:
                 MASK_POLICY[name] = mask
+            if wraps:
+                WRAPS[name] = tuple(wraps)
         return fn
 
     return register

@@ -43,7 +43,7 @@ def merge_ave(a, b):
 MERGES = {"concat": merge_concat, "sum": merge_sum, "mul": merge_mul, "ave": merge_ave}
 
 
-@converter("Bidirectional", mask="own")
+@converter("Bidirectional", mask="own", wraps=("layer", "backward_layer"))
 def bidirectional_layer(layer: Layer):
     fwd_cls, fwd_cfg = wrapped_config(layer, "layer")
     if fwd_cls not in RNN_CLASSES:

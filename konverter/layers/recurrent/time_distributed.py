@@ -16,7 +16,7 @@ def unfold_time(y, x):
     return y.reshape(x.shape[:2] + y.shape[1:])
 
 
-@converter("TimeDistributed", mask="own")
+@converter("TimeDistributed", mask="own", wraps=("layer",))
 def time_distributed_layer(layer: Layer) -> Tensor:
     x = layer.input
     if x.shape is None or len(x.shape) < 2:
