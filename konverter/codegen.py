@@ -415,7 +415,10 @@ def _predict_section(program: Program, chain: DenseChain | None, module: _Module
     n_in, n_states = len(program.inputs), len(program.states)
     names: dict[int, str] = {id(inp.tensor): f"x{i}" for i, inp in enumerate(program.inputs)}
     names.update({id(slot): f"s{i}" for i, (slot, _) in enumerate(program.states)})
-    module.need(runtime.as_batch)
+    as_batch = [
+        module.need(runtime.as_text_batch if inp.tensor.dtype == "string" else runtime.as_batch)
+        for inp in program.inputs
+    ]
     lines = [_section("predict: the model, layer by layer"), ""]
     w = lines.append
     if chain is not None:
@@ -445,7 +448,7 @@ def _predict_section(program: Program, chain: DenseChain | None, module: _Module
         lines += _rows_function(chain, module)
         return lines + ["", ""]
     if n_in == 1:
-        w("    x0, batched = as_batch(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
+        w(f"    x0, batched = {as_batch[0]}(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
         rows = row_chunk(program)
         if rows is not None:  # every op row-wise: a large batch in chunks, intermediates stay small
             w(f"    if len(x0) > {rows}:")
@@ -453,7 +456,7 @@ def _predict_section(program: Program, chain: DenseChain | None, module: _Module
     else:
         w(f"    given = {module.need(runtime.collect_inputs)}(inputs, INPUT_NAMES)")
         for i in range(n_in):
-            w(f"    x{i}, b{i} = as_batch(given[{i}], INPUT_SHAPES[{i}], INPUT_DTYPES[{i}], INPUT_NAMES[{i}])")
+            w(f"    x{i}, b{i} = {as_batch[i]}(given[{i}], INPUT_SHAPES[{i}], INPUT_DTYPES[{i}], INPUT_NAMES[{i}])")
         flags = ", ".join(f"b{i}" for i in range(n_in))
         w(f"    if len({{{flags}}}) != 1:")
         w('        raise ValueError("give every input as one sample, or every input as a batch")')

@@ -10,12 +10,21 @@ import numpy as np
 
 def as_batch(x, shape, dtype, name):
     # One sample (rank of `shape` minus the batch axis) or a batch; returns (array, batched).
-    if dtype != "string" and type(x) is np.ndarray and x.dtype == dtype:  # fast path: used as it is, no copy
+    if type(x) is np.ndarray and x.dtype == dtype:  # fast path: used as it is, no copy, no conversion
         if x.shape == shape[1:]:
             return x[None], False
         if x.ndim == len(shape) and x.shape[1:] == shape[1:]:
             return x, True
-    a = text_batch(x, name) if dtype == "string" else as_numbers(x, dtype, shape, name)
+    return batch_of(as_numbers(x, dtype, shape, name), shape, name)
+
+
+def as_text_batch(x, shape, dtype, name):
+    # as_batch for a text input (dtype "string"): str values, or UTF-8 bytes.
+    return batch_of(text_batch(x, name), shape, name)
+
+
+def batch_of(a, shape, name):
+    # (a as a batch, whether it was one) after checking its rank and fixed dimensions against `shape`.
     if a.ndim == len(shape) - 1:
         a = a[None]
         batched = False
