@@ -21,6 +21,7 @@ from .convert import OPTIONS, konvert, load, naming, require_regular_file  # noq
 from .errors import (  # noqa: E402
     BadModelFile,
     KonverterError,
+    KonverterWarning,
     MismatchError,
     OutputError,
     UnsupportedModel,
@@ -56,6 +57,7 @@ __all__ = [
     "VerifyReport",
     "OutputCheck",
     "KonverterError",
+    "KonverterWarning",
     "BadModelFile",
     "UnsupportedModel",
     "OutputError",

@@ -67,7 +67,8 @@ def convert_one(
         if not force and is_up_to_date(source, dest, options, embed_check):
             return Outcome(source, dest, SKIPPED, EXIT_OK, "up to date", 0, time.perf_counter() - start)
         dest, program = convert_file(source, dest, force=force, options=options, embed_check=embed_check)
-        return Outcome(source, dest, CONVERTED, EXIT_OK, "", program.layer_count, time.perf_counter() - start)
+        note = "; ".join(program.notes)  # converted, with something to know (NaN weights)
+        return Outcome(source, dest, CONVERTED, EXIT_OK, note, program.layer_count, time.perf_counter() - start)
     except KonverterError as err:
         return Outcome(source, None, FAILED, err.exit_code, str(err), 0, time.perf_counter() - start)
     except RecursionError:

@@ -208,6 +208,8 @@ def _convert_single(
         _print_json(_summary_json([outcome]))
     if not outcome.ok:
         raise _fail(path, outcome.message, outcome.code)
+    if outcome.message and not as_json:
+        _note(f"{_plain(path)}: {outcome.message}")
     if not quiet and not as_json:
         detail = "up to date" if outcome.status == SKIPPED else f"{outcome.layers} layers, {outcome.seconds:.2f} s"
         out_console.print(f"{_plain(path)} -> {_plain(outcome.target)} ({detail})", markup=False)

@@ -14,12 +14,13 @@ import secrets
 import stat
 import sys
 import types
+import warnings
 from pathlib import Path
 from typing import Iterator
 
 from . import pipeline
 from .codegen import MARKER, SETTINGS_LINE, SOURCE_HASH_LINE, WEIGHT_DTYPES, SelfCheck, text
-from .errors import BadModelFile, KonverterError, MismatchError, OutputError, UsageError
+from .errors import BadModelFile, KonverterError, KonverterWarning, MismatchError, OutputError, UsageError
 from .graph import Program
 from .h5reader import MODEL_SUFFIXES, ModelFile
 from .reference import read_reference, tolerance
@@ -406,4 +407,7 @@ def konvert(
     names the file; nothing is written when conversion fails.
     """
     with naming(path):
-        return convert_file(path, out, force=force, options=options, embed_check=embed_check)[0]
+        target, program = convert_file(path, out, force=force, options=options, embed_check=embed_check)
+    for note in program.notes:
+        warnings.warn(f"{os.fspath(path)}: {note}", KonverterWarning, stacklevel=2)
+    return target

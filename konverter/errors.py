@@ -14,6 +14,10 @@ EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_INTERNAL = 70  # a bug in Konverter (please report it); --debug shows the traceback
 
 
+class KonverterWarning(UserWarning):
+    """Converted, with something to know (weights that hold NaN or inf): one line."""
+
+
 class KonverterError(Exception):
     """Base class: `str(err)` is the one line shown to the user."""
 

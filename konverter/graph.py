@@ -46,6 +46,7 @@ class Program:
     ops: list = field(default_factory=list)
     layer_count: int = 0
     states: list = field(default_factory=list)  # stateful RNNs: [state input, final state] Tensor pairs
+    notes: list = field(default_factory=list)  # one line each: what the user should know (NaN weights)
 
 
 def dtype_name(value: Any) -> str:

@@ -15,10 +15,13 @@ import os
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from .codegen import SelfCheck, generate
 from .errors import BadModelFile
 from .graph import Builder, BuildObserver, Program
 from .h5reader import ModelFile, read_model
+from .layers.base import Const, Op
 from .rewrites import DenseChain
 from .rewrites import optimize as run_rewrites
 from .version import __version__
@@ -35,9 +38,14 @@ def build(model: ModelFile, options: dict | None = None, observer: BuildObserver
     """Stage 2: every layer call converted into NumPy calls, or one KonverterError naming all problems.
 
     With an `observer` (what `inspect` uses) problems are reported to it and the walk goes on.
+    Conversion is quiet: no NumPy warning (a BatchNormalization's negative variance gives NaN as in
+    Keras); weights that hold NaN or inf are reported once in `Program.notes`.
     """
     try:
-        return Builder(model, options, observer).build()
+        with np.errstate(all="ignore"):
+            program = Builder(model, options, observer).build()
+        program.notes.extend(non_finite_weights(program))
+        return program
     except RecursionError:
         raise BadModelFile("the model config is nested too deeply") from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
@@ -48,7 +56,27 @@ def build(model: ModelFile, options: dict | None = None, observer: BuildObserver
 
 def optimize(program: Program) -> Optimized:
     """Stage 3: the rewrites, in their one explicit order; and the Dense-chain form when there is one."""
-    return run_rewrites(program)
+    with np.errstate(all="ignore"):  # a rewrite that would overflow is refused by the rewrite itself
+        return run_rewrites(program)
+
+
+def non_finite_weights(program: Program) -> list[str]:
+    """One line naming the layers whose weights hold NaN or inf (Keras computes NaN/inf there too)."""
+    layers: dict[str, None] = {}
+    for op in program.ops:
+        for value in tensors_and_constants(op):
+            if isinstance(value, Const) and value.array.dtype.kind == "f" and not np.isfinite(value.array).all():
+                layers[op.layer] = None
+    if not layers:
+        return []
+    shown = ", ".join(list(layers)[:5]) + (f" and {len(layers) - 5} more" if len(layers) > 5 else "")
+    return [f"weights hold NaN or inf in {shown}: their outputs are NaN or inf, as in Keras"]
+
+
+def tensors_and_constants(op: Op) -> list:
+    """The op's arguments, lists flattened."""
+    values = list(op.args) + list(op.kwargs.values())
+    return [v for value in values for v in (value if isinstance(value, list) else [value])]
 
 
 def emit(
