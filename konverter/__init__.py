@@ -15,10 +15,8 @@ keys or values raise UsageError. Every error is a KonverterError whose message n
 
 from __future__ import annotations
 
-import os
-
-from .convert import OPTIONS, konvert, load, naming, require_regular_file  # noqa: E402
-from .errors import (  # noqa: E402
+from .convert import OPTIONS, konvert, load
+from .errors import (
     BadModelFile,
     KonverterError,
     KonverterWarning,
@@ -27,23 +25,9 @@ from .errors import (  # noqa: E402
     UnsupportedModel,
     UsageError,
 )
-from .summary import LayerInfo, ModelSummary, TensorInfo, inspect_model  # noqa: E402
-from .verify import OutputCheck, VerifyReport, verify  # noqa: E402
-from .version import __version__  # noqa: E402
-
-
-def inspect(path: str | os.PathLike) -> ModelSummary:
-    """Describe a model file without TensorFlow: format, Keras version, inputs and outputs, and every
-    layer with its output shape, parameter count and whether Konverter supports it.
-
-    Works on models Konverter cannot convert (`summary.convertible` is False, `summary.problems`
-    says why). Raises BadModelFile when the file is not a readable Keras model, UsageError when
-    `path` is missing or not a regular file; the message names the file.
-    """
-    with naming(path):
-        require_regular_file(path)
-        return inspect_model(path)
-
+from .summary import LayerInfo, ModelSummary, TensorInfo, inspect
+from .verify import OutputCheck, VerifyReport, verify
+from .version import __version__
 
 __all__ = [
     "konvert",

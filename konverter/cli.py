@@ -18,7 +18,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import inspect as inspect_file
 from .batch import (
     CONVERTED,
     FAILED,
@@ -35,6 +34,7 @@ from .codegen import text
 from .convert import output_notes, output_path, require_regular_file
 from .errors import EXIT_BAD_FILE, EXIT_INTERNAL, EXIT_MISMATCH, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, KonverterError
 from .summary import ModelSummary, shape_text
+from .summary import inspect as inspect_summary
 from .verify import VerifyReport, verify
 from .version import __version__
 
@@ -376,7 +376,7 @@ def inspect_command(
     Konverter cannot convert. Exits 0 for any readable model file.
     """
     with _one_line_errors(debug):
-        summary = inspect_file(model)
+        summary = inspect_summary(model)
         if as_json:
             _print_json(summary.to_dict())
         else:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from . import pipeline
+from .convert import naming, require_regular_file
 from .graph import BuildObserver, converter_key, refusal
 from .h5reader import ModelFile
 from .h5reader import config as cfgmod
@@ -254,3 +255,16 @@ def _refs(value: Any) -> list:
             return [value[0]]
         return [n for v in value for n in _refs(v)]
     return []
+
+
+def inspect(path: str | os.PathLike) -> ModelSummary:
+    """Describe a model file without TensorFlow: format, Keras version, inputs and outputs, and every
+    layer with its output shape, parameter count and whether Konverter supports it.
+
+    Works on models Konverter cannot convert (`summary.convertible` is False, `summary.problems`
+    says why). Raises BadModelFile when the file is not a readable Keras model, UsageError when
+    `path` is missing or not a regular file; the message names the file.
+    """
+    with naming(path):
+        require_regular_file(path)
+        return inspect_model(path)

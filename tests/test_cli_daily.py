@@ -318,6 +318,6 @@ def test_an_internal_error_in_inspect_is_one_line_with_exit_70(tmp_path, capsys,
     def broken(path):
         raise AttributeError("a bug")
 
-    monkeypatch.setattr(konverter, "inspect_model", broken)
+    monkeypatch.setattr(konverter.summary, "inspect_model", broken)
     code, _, err = run(capsys, "inspect", EXAMPLE)
     assert code == 70 and err.count("\n") == 1 and "internal error, please report it (AttributeError: a bug)" in err
