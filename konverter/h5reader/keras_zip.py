@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import io
 import zipfile
+from typing import Callable
 
 from ..errors import BadModelFile, UnsupportedModel
 from . import config as cfgmod
-from .hdf5 import child, is_group, keys, open_file, read_array
+from .files import member
+from .hdf5 import MAX_EXPANSION, WeightSet, child, is_group, keys, open_file
+from .memory import human
 from .model import ModelFile
-from .text import as_str, parse_json, shown
+from .text import MAX_JSON_BYTES, parse_json, shown
 
 MAX_MEMBER_BYTES = 4 << 30
 MAX_MEMBERS = 10_000
-# Weights compress ~1.1x and JSON ~10x; a member inflating more than this is a zip bomb.
-MAX_COMPRESSION_RATIO = 200
+# Weights compress ~1.1x and JSON ~10x; a member inflating more than this is a zip bomb (the same
+# bound as for compressed HDF5 datasets).
+MAX_COMPRESSION_RATIO = MAX_EXPANSION
 SMALL_MEMBER_BYTES = 1 << 20
 # Child objects of wrapper layers are stored under attribute names; Keras's weight order
 # lists them in this order (alphabetical order would put backward before forward).
@@ -35,7 +38,8 @@ CHILD_ORDER = [
 ]
 
 
-def read_keras_zip(path: str) -> ModelFile:
+def read_keras_zip(path: str, read_weights: Callable[[WeightSet], None]) -> ModelFile:
+    """The config and weight layout of a .keras archive; `read_weights` runs while its HDF5 file is open."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as err:
@@ -52,19 +56,24 @@ def read_keras_zip(path: str) -> ModelFile:
                 )
             if "variables.h5" not in members:
                 raise BadModelFile("this .keras archive has no model.weights.h5")
-        config = parse_json(_member(archive, members["config.json"]), "config.json")
+        config = parse_json(_json_member(archive, members["config.json"]), "config.json")
         version = "3"
         if "metadata.json" in members:
-            meta = parse_json(_member(archive, members["metadata.json"]), "metadata.json")
+            meta = parse_json(_json_member(archive, members["metadata.json"]), "metadata.json")
             version = str(meta.get("keras_version", version))
+        model = ModelFile(path, "keras", version, "", config)
+        if not cfgmod.is_model(config):
+            raise BadModelFile(f"the top-level object is a {shown(cfgmod.class_of(config))}, not a model")
         weights_info = members.get("model.weights.h5") or members["variables.h5"]
-        blob = _member(archive, weights_info)
-    model = ModelFile(path, "keras", version, "", config)
-    if not cfgmod.is_model(config):
-        raise BadModelFile(f"the top-level object is a {shown(cfgmod.class_of(config))}, not a model")
-    with open_file(io.BytesIO(blob), "model.weights.h5") as f:
-        root = f
-        _read_container(model, root, config, ())
+        if weights_info.file_size > MAX_MEMBER_BYTES:
+            raise BadModelFile(
+                f"archive member {shown(weights_info.filename)} declares {human(weights_info.file_size)}, "
+                "over the limit"
+            )
+        with member(archive, path, weights_info) as source, open_file(source, "model.weights.h5") as f:
+            weights = WeightSet(f)
+            _read_container(model, f, config, (), weights)
+            read_weights(weights)
     return model
 
 
@@ -93,9 +102,9 @@ def _members(archive: zipfile.ZipFile) -> dict:
     return members
 
 
-def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-    if info.file_size > MAX_MEMBER_BYTES:
-        raise BadModelFile(f"archive member {shown(info.filename)} declares {info.file_size} bytes, over the limit")
+def _json_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    if info.file_size > MAX_JSON_BYTES:
+        raise BadModelFile(f"archive member {shown(info.filename)} declares {human(info.file_size)}, over the limit")
     try:
         with archive.open(info) as handle:
             # zipfile stops at the declared size, so a member lying about its size cannot inflate further.
@@ -107,7 +116,7 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     return data
 
 
-def _read_container(model: ModelFile, group, entry: dict, prefix: tuple) -> None:
+def _read_container(model: ModelFile, group, entry: dict, prefix: tuple, weights: WeightSet) -> None:
     """Walk a Sequential/Functional config in order, mirroring Keras's class-based group names."""
     layers_group = None
     for key in ("layers", "_layer_checkpoint_dependencies"):  # the second: tf.keras 2.12-2.14
@@ -129,20 +138,20 @@ def _read_container(model: ModelFile, group, entry: dict, prefix: tuple) -> None
         group_of_layer = child(layers_group, key, f"layers/{key}") if is_group(layers_group) else None
         if cfgmod.is_model(layer):
             if group_of_layer is not None:
-                _read_container(model, group_of_layer, layer, path)
+                _read_container(model, group_of_layer, layer, path, weights)
             continue
         if group_of_layer is None:
             continue
         names: list[str] = []
-        arrays = _collect(group_of_layer, key, names)
-        if arrays:
-            model.weights[path] = arrays
+        numbers = _collect(group_of_layer, key, names, weights)
+        if numbers:
+            model.weights[path] = numbers
             model.weight_names[path] = names
 
 
-def _collect(group, where: str, names: list) -> list:
+def _collect(group, where: str, names: list, weights: WeightSet) -> list:
     """A layer's variables: its own `vars/0..n` (numeric order), then child objects in Keras order."""
-    arrays = []
+    numbers = []
     if not is_group(group):
         raise BadModelFile(f"weights entry {shown(where)} is not a group")
     vars_group = child(group, "vars", f"{where}/vars")
@@ -152,15 +161,14 @@ def _collect(group, where: str, names: list) -> list:
         for k in sorted(keys(vars_group, f"{where}/vars"), key=lambda k: int(k) if k.isdigit() else -1):
             if not k.isdigit():
                 raise BadModelFile(f"unexpected weights entry {shown(f'{where}/vars/{k}')}")
-            arrays.append(read_array(vars_group, k))
+            numbers.append(weights.add(vars_group, k))
             names.append(f"{where}/vars/{k}")
     children = [k for k in keys(group, where) if k != "vars"]
     children.sort(key=lambda k: (CHILD_ORDER.index(k) if k in CHILD_ORDER else len(CHILD_ORDER), k))
     for k in children:
-        arrays.extend(_collect(child(group, k, f"{where}/{k}"), f"{where}/{k}", names))
-    return arrays
-
-
-def name_attr(group) -> str | None:
-    """The `name` attribute Keras >= 3.6 writes on each vars group (for cross-checks)."""
-    return as_str(group.attrs["name"]) if "name" in group.attrs else None
+        sub = child(group, k, f"{where}/{k}")
+        if is_group(sub) and not weights.first_visit(group, k, sub):
+            # Keras never links one group twice; followed each time, links could make the walk exponential.
+            raise BadModelFile(f"weights group {shown(f'{where}/{k}')} is linked more than once")
+        numbers.extend(_collect(sub, f"{where}/{k}", names, weights))
+    return numbers
