@@ -172,6 +172,11 @@ def _child(group, name: str, path: str):
             raise BadModelFile(f"HDF5 object {shown(path)} is a {kind}; links are not followed")
         return _open_child(group, name, path)
     except BACKEND_ERRORS as err:
+        if BACKEND == "pyfive" and (isinstance(err, NotImplementedError) or "cannot yet" in str(err)):
+            raise UnsupportedModel(
+                f"HDF5 object {shown(path)} uses a storage feature pyfive cannot read ({short_error(err)}); "
+                "install h5py"
+            ) from None
         # pyfive cannot even list a group holding an external link: that surfaces here too.
         raise BadModelFile(f"HDF5 object {shown(path)} is damaged or holds a link ({short_error(err)})") from None
 
@@ -232,16 +237,22 @@ class _Weight:
 class WeightSet:
     """The datasets that a model's weights name, each distinct one checked, counted and read once."""
 
-    def __init__(self, f) -> None:
+    def __init__(self, f, progress: Callable = lambda: None) -> None:
         self.items: list[_Weight] = []
         self._by_address: dict = {}
         self._groups: set = set()
+        self._parents: dict = {}  # (id of a group, path below it) -> (that group, the group at the path)
+        self._progress = progress
         self._fh = getattr(f, "_fh", None)  # pyfive: the file as it reads it (user block accounted for)
 
     def add(self, group, path: str) -> int:
         """Find the weight dataset `path` below `group`; its number in `items` (the same for every alias)."""
-        parent, _, name = path.strip("/").rpartition("/")
-        parent = walk(group, parent)
+        self._progress()
+        parent_path, _, name = path.strip("/").rpartition("/")
+        key = (id(group), parent_path)
+        if key not in self._parents:  # one group object per group: pyfive lists a group's links per object
+            self._parents[key] = (group, walk(group, parent_path))
+        parent = self._parents[key][1]
         ds = walk(parent, name)
         if not _is_dataset(ds):
             raise BadModelFile(f"weight {shown(path)} is not a dataset")
@@ -256,6 +267,7 @@ class WeightSet:
 
     def first_visit(self, parent, name: str, group) -> bool:
         """False when this group was visited before (under any name)."""
+        self._progress()
         try:
             address = _address(parent, name, group)
         except BACKEND_ERRORS as err:
@@ -314,6 +326,8 @@ def _describe(ds, path: str, fh) -> _Weight:
         layout, chunks, stored, stored_chunks = _storage(ds, path, math.prod(shape) * stored_dtype.itemsize)
     except BACKEND_ERRORS as err:
         raise BadModelFile(f"weight {shown(path)} is damaged ({short_error(err)})") from None
+    if BACKEND == "pyfive" and layout == CHUNKED:
+        _check_filters(ds, path)
     if chunks is not None:
         if len(chunks) != len(shape) or any(c <= 0 for c in chunks):
             raise BadModelFile(f"weight {shown(path)} has chunks {chunks} that do not fit its shape {shape}")
@@ -326,6 +340,28 @@ def _describe(ds, path: str, fh) -> _Weight:
                 f"weight {shown(path)} declares {declared_chunks} chunks but stores only {stored_chunks}"
             )
     return _Weight(ds, path, stored_dtype, dtype, shape, nbytes, stored, layout, chunks, stored_chunks, fh)
+
+
+def _check_filters(ds, path: str) -> None:
+    """pyfive-mode decodes gzip, shuffle, fletcher32 and (with python-lzf) LZF; the rest needs h5py."""
+    for entry in ds.id.filter_pipeline or []:
+        kind = entry["filter_id"]
+        if kind == LZF and not _has_lzf():
+            raise UnsupportedModel(
+                f"weight {shown(path)} is LZF-compressed, which pyfive reads only with python-lzf installed"
+            )
+        if kind not in (GZIP, SHUFFLE, FLETCHER32, LZF):
+            raise UnsupportedModel(
+                f"weight {shown(path)} uses HDF5 filter {kind}, which only h5py can read (pip install h5py)"
+            )
+
+
+def _has_lzf() -> bool:
+    try:
+        import lzf  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _is_bfloat16(ds, dtype: np.dtype) -> bool:
@@ -374,7 +410,7 @@ def _pieces(w: _Weight, progress: Callable) -> Iterator[np.ndarray]:
         elif BACKEND == "h5py":
             source = _h5py_pieces(w)
         else:
-            source = _pyfive_pieces(w)
+            source = _pyfive_pieces(w, progress)
         for piece in source:
             progress()
             yield _as_read(w, piece)
@@ -439,7 +475,7 @@ def _h5py_pieces(w: _Weight) -> Iterator[np.ndarray]:
         yield piece.reshape(-1)
 
 
-def _pyfive_pieces(w: _Weight) -> Iterator[np.ndarray]:
+def _pyfive_pieces(w: _Weight, progress: Callable) -> Iterator[np.ndarray]:
     """pyfive-mode reading of the raw bytes: bounded pieces, and filters decoded here with bounded output."""
     ds = w.dataset
     if w.layout == COMPACT:
@@ -458,10 +494,10 @@ def _pyfive_pieces(w: _Weight) -> Iterator[np.ndarray]:
                 raise BadModelFile(f"weight {shown(w.name)} runs past the end of the file")
             yield np.frombuffer(data, w.stored_dtype)
     else:
-        yield _pyfive_chunked(w).reshape(-1)
+        yield _pyfive_chunked(w, progress).reshape(-1)
 
 
-def _pyfive_chunked(w: _Weight) -> np.ndarray:
+def _pyfive_chunked(w: _Weight, progress: Callable) -> np.ndarray:
     ds = w.dataset
     fill = getattr(ds, "fillvalue", None)
     out = np.full(w.shape, fill if fill is not None else 0, dtype=w.stored_dtype)
@@ -469,6 +505,7 @@ def _pyfive_chunked(w: _Weight) -> np.ndarray:
     pipeline = ds.id.filter_pipeline or []
     fh = w.fh
     for i in range(w.stored_chunks):
+        progress()
         info = ds.id.get_chunk_info(i)
         fh.seek(info.byte_offset)
         raw = fh.read(info.size)
@@ -506,10 +543,8 @@ def _decode(data: bytes, mask: int, pipeline: list, chunk_bytes: int, w: _Weight
             data = data[:-4]
         elif kind == LZF:
             data = _lzf(data, chunk_bytes + 4, w)
-        else:
-            raise UnsupportedModel(
-                f"weight {shown(w.name)} uses HDF5 filter {kind}, which only h5py can read (pip install h5py)"
-            )
+        else:  # _check_filters refused it already
+            raise UnsupportedModel(f"weight {shown(w.name)} uses HDF5 filter {kind}, which only h5py can read")
     return data
 
 
@@ -532,12 +567,8 @@ def _fletcher32_matches(data: bytes, stored: bytes) -> bool:
 
 
 def _lzf(data: bytes, limit: int, w: _Weight) -> bytes:
-    try:
-        import lzf
-    except ImportError:
-        raise UnsupportedModel(
-            f"weight {shown(w.name)} is LZF-compressed, which pyfive reads only with python-lzf installed"
-        ) from None
+    import lzf  # present: _check_filters made sure
+
     out = lzf.decompress(data, limit)
     if out is None:
         raise BadModelFile(f"weight {shown(w.name)} has a damaged LZF chunk")

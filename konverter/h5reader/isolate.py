@@ -38,7 +38,7 @@ from .model import ModelFile
 STALL_SECONDS = 60.0
 # The child may map this much beyond what it had when it started, plus ALLOWANCE_PER_BYTE times the
 # file's size: config, names, the HDF5 library's own structures and its read buffers.
-BASE_ALLOWANCE = 1 << 30
+BASE_ALLOWANCE = 512 << 20
 ALLOWANCE_PER_BYTE = 16
 FRAME = struct.Struct("<cQ")  # kind, payload length
 DTYPE = re.compile(r"[<>|=][fiub][0-9]{1,2}")
@@ -171,37 +171,45 @@ class _Receiver:
     def run(self) -> ModelFile:
         try:
             while True:
-                kind, payload = self._frame()
-                if kind == b"p":
-                    self.budget = int(payload["need"])
-                    memory.require(self.budget)
-                elif kind == b"a":
-                    self._array(payload)
-                elif kind == b"m":
-                    return self._model(payload)
-                elif kind == b"e":
-                    raise _error(payload)
-                elif kind == b"x":
-                    err = ReaderError(f"{payload.get('type')}: {payload.get('message')}")
-                    err.__notes__ = [str(payload.get("traceback", ""))]
-                    raise err
-                else:
-                    raise _protocol(f"frame {kind!r}")
+                head = bytearray(FRAME.size)
+                self.child.read_into(memoryview(head))
+                kind, length = FRAME.unpack(head)
+                model = self._payload(kind, self._body(kind, length))
+                if model is not None:
+                    return model
         except EOFError:
             raise self._ended() from None
 
-    def _frame(self) -> tuple:
-        head = bytearray(FRAME.size)
-        self.child.read_into(memoryview(head))
-        kind, length = FRAME.unpack(head)
+    def _body(self, kind: bytes, length: int) -> dict:
         if kind == b"d" or length > self.max_frame:
             raise _protocol(f"a frame {kind!r} of {length} bytes")
         body = bytearray(length)
         self.child.read_into(memoryview(body))
         try:
-            return kind, json.loads(body) if length else {}
+            return json.loads(body) if length else {}
         except ValueError:
             raise _protocol("a frame that is not JSON") from None
+
+    def _payload(self, kind: bytes, payload: dict) -> ModelFile | None:
+        """Act on one frame: the model when it is the last one."""
+        if kind == b"k":
+            return None
+        if kind == b"p":
+            self.budget = int(payload["need"])
+            memory.require(self.budget)
+            return None
+        if kind == b"a":
+            self._array(payload)
+            return None
+        if kind == b"m":
+            return self._model(payload)
+        if kind == b"e":
+            raise _error(payload)
+        if kind == b"x":
+            err = ReaderError(f"{payload.get('type')}: {payload.get('message')}")
+            err.__notes__ = [str(payload.get("traceback", ""))]
+            raise err
+        raise _protocol(f"frame {kind!r}")
 
     def _array(self, info: dict) -> None:
         dtype, shape = info.get("dtype"), info.get("shape")
@@ -225,7 +233,12 @@ class _Receiver:
             head = bytearray(FRAME.size)
             self.child.read_into(memoryview(head))
             kind, length = FRAME.unpack(head)
-            if kind != b"d" or length > nbytes - filled:
+            if kind in (b"k", b"e", b"x"):  # a sign of life between pieces, or the error that ended the reading
+                self._payload(kind, self._body(kind, length))
+                continue
+            if kind != b"d":
+                raise _protocol("array data")
+            if length > nbytes - filled:
                 raise _protocol("array data")
             self.child.read_into(view[filled : filled + length])
             filled += length
@@ -320,8 +333,16 @@ def serve(fd: int, path: str) -> None:
         for piece in pieces:
             out.data(piece)
 
+    last = [time.monotonic()]
+
+    def progress() -> None:  # a sign of life for the watchdog, at most twice a second
+        now = time.monotonic()
+        if now - last[0] > 0.5:
+            last[0] = now
+            out.json(b"k", {})
+
     try:
-        model = load(path, plan, deliver)
+        model = load(path, plan, deliver, progress)
         weights = [[list(key), numbers, model.weight_names.get(key, [])] for key, numbers in model.weights.items()]
         info = {"path": model.path, "format": model.format, "keras_version": model.keras_version}
         info.update(backend=model.backend, config=json.dumps(model.config), weights=weights)
@@ -329,9 +350,7 @@ def serve(fd: int, path: str) -> None:
     except errors.KonverterError as err:
         out.json(b"e", {"class": type(err).__name__, "message": str(err)})
     except MemoryError:
-        limit = memory.human(allowance)
-        message = f"reading it needs more than the {limit} of memory allowed for a {memory.human(size)} file"
-        out.json(b"e", {"class": "BadModelFile", "message": message})
+        out.json(b"e", {"class": "BadModelFile", "message": memory.exhausted(size)})
     except RecursionError:
         out.json(b"e", {"class": "BadModelFile", "message": "the model config is nested too deeply"})
     except Exception as err:

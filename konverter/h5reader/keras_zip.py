@@ -38,7 +38,9 @@ CHILD_ORDER = [
 ]
 
 
-def read_keras_zip(path: str, read_weights: Callable[[WeightSet], None]) -> ModelFile:
+def read_keras_zip(
+    path: str, read_weights: Callable[[WeightSet], None], progress: Callable = lambda: None
+) -> ModelFile:
     """The config and weight layout of a .keras archive; `read_weights` runs while its HDF5 file is open."""
     try:
         archive = zipfile.ZipFile(path)
@@ -71,7 +73,7 @@ def read_keras_zip(path: str, read_weights: Callable[[WeightSet], None]) -> Mode
                 "over the limit"
             )
         with member(archive, path, weights_info) as source, open_file(source, "model.weights.h5") as f:
-            weights = WeightSet(f)
+            weights = WeightSet(f, progress)
             _read_container(model, f, config, (), weights)
             read_weights(weights)
     return model

@@ -129,3 +129,18 @@ def limit_address_space(allowance: int, baseline: int | None = None) -> None:
     limit_address_space.inherited = inherited
     wanted = min(n for n in (used + allowance, inherited, hard) if n != UNLIMITED)
     resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
+    global allowed
+    allowed = wanted - used
+
+
+allowed = None  # what limit_address_space left this process, once called
+
+
+def exhausted(file_size: int) -> str:
+    """The refusal when reading ran out of memory."""
+    if allowed is not None:
+        return (
+            f"reading it needs more than the {human(allowed)} of memory allowed for a {human(file_size)} file "
+            "(a heap or decompression bomb?)"
+        )
+    return "reading it needs more memory than is available"
