@@ -317,19 +317,24 @@ def test_inflating_weights_member(tmp_path):
     assert fine["grew"] < 32 * MIB and fine["child_grew"] < 48 * MIB, fine
 
 
+@pytest.fixture(scope="module")
+def gzip_99x(tmp_path_factory) -> Path:
+    return hostile.gzip_weight(tmp_path_factory.mktemp("gzip") / "m.h5", mib=64, ratio=99)
+
+
 @posix_only
-def test_compressed_weight_costs_its_size_once(tmp_path):
+def test_compressed_weight_costs_its_size_once(gzip_99x):
     """A 64 MiB weight stored gzip-compressed 99x (just under the bound) costs 64 MiB here, pieces there."""
-    result = measure(hostile.gzip_weight(tmp_path / "m.h5", mib=64, ratio=99))
+    result = measure(gzip_99x)
     assert result["outcome"] == "read", result
     assert result["grew"] < 64 * MIB + 24 * MIB, result
     assert result["child_grew"] < (96 if PYFIVE else 48) * MIB, result
 
 
 @posix_only
-def test_more_than_the_machine_can_give_is_a_clean_refusal(tmp_path):
+def test_more_than_the_machine_can_give_is_a_clean_refusal(gzip_99x, tmp_path):
     """Under a 48 MiB allowance the 64 MiB weight is refused before anything is allocated: exit 3, with figures."""
-    path = hostile.gzip_weight(tmp_path / "m.h5", mib=64, ratio=99)
+    path = gzip_99x
     result = measure(path, limit=48 * MIB)
     assert result["outcome"] == "BadModelFile" and result["code"] == 3, result
     assert "needs 64.3 MiB of memory, more than the" in result["message"], result

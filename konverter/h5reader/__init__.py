@@ -26,8 +26,6 @@ MODEL_SUFFIXES = (".h5", ".hdf5", ".keras")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # h5py, pyfive and zipfile report damage deep inside a file in many ways; all of them mean "bad file".
 DAMAGE = BACKEND_ERRORS + (AttributeError, zipfile.BadZipFile)
-# How libhdf5 and NumPy say an allocation failed (the reader process's address-space limit, or the machine's).
-OUT_OF_MEMORY = ("memory allocation failed", "Unable to allocate", "Cannot allocate memory")
 # Names may repeat this many times the file's size in characters (plus a floor), see TextBudget.
 TEXT_PER_BYTE = 2
 TEXT_FLOOR = 16 << 20
@@ -90,12 +88,12 @@ def load(path: str, plan: Callable, deliver: Callable, progress: Callable = lamb
             return read_keras_zip(path, read_weights, progress)
         budget = TextBudget(TEXT_PER_BYTE * os.path.getsize(path) + TEXT_FLOOR)
         with open_file(path, "the file") as f:
-            weights = WeightSet(f, progress)
+            weights = WeightSet(f, os.path.getsize(path), progress)
             model = read_legacy(f, path, weights, budget)
             read_weights(weights)
             return model
     except DAMAGE as err:
-        if isinstance(err, MemoryError) or any(sign in str(err) for sign in OUT_OF_MEMORY):
+        if memory.out_of_memory(err):
             raise BadModelFile(memory.exhausted(os.path.getsize(path))) from None
         raise BadModelFile(f"the file is damaged or inconsistent ({type(err).__name__}: {short_error(err)})") from None
 

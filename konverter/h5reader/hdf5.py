@@ -237,11 +237,13 @@ class _Weight:
 class WeightSet:
     """The datasets that a model's weights name, each distinct one checked, counted and read once."""
 
-    def __init__(self, f, progress: Callable = lambda: None) -> None:
+    def __init__(self, f, file_bytes: int, progress: Callable = lambda: None) -> None:
         self.items: list[_Weight] = []
+        self.file_bytes = file_bytes  # no dataset can store more than the whole file
         self._by_address: dict = {}
         self._groups: set = set()
-        self._parents: dict = {}  # (id of a group, path below it) -> (that group, the group at the path)
+        # (id of a group, path below it) -> (that group, kept so that its id stays its own; the group at the path)
+        self._parents: dict = {}
         self._progress = progress
         self._fh = getattr(f, "_fh", None)  # pyfive: the file as it reads it (user block accounted for)
 
@@ -290,7 +292,8 @@ class WeightSet:
     def check(self) -> None:
         """Refuse weights that declare far more than the file stores (compression or fill-value bombs)."""
         declared = sum(w.nbytes for w in self.items)
-        stored = sum(w.stored for w in self.items)
+        # What headers say is stored, at most the file itself (overlapping chunks could claim more).
+        stored = min(sum(w.stored for w in self.items), self.file_bytes)
         if declared > MAX_EXPANSION * stored + FILL_ALLOWANCE:
             worst = max(self.items, key=lambda w: w.nbytes - MAX_EXPANSION * w.stored)
             raise BadModelFile(
@@ -414,9 +417,11 @@ def _pieces(w: _Weight, progress: Callable) -> Iterator[np.ndarray]:
         for piece in source:
             progress()
             yield _as_read(w, piece)
-    except (BadModelFile, UnsupportedModel):
+    except (BadModelFile, UnsupportedModel, MemoryError):
         raise
     except Exception as err:  # h5py raises OSError/KeyError/ValueError for damaged data, pyfive more
+        if memory.out_of_memory(err):
+            raise MemoryError from None  # said as such by the caller, with the figures
         raise BadModelFile(f"weight {shown(w.name)} could not be read ({short_error(err)})") from None
 
 

@@ -70,6 +70,8 @@ def read(path: str) -> ModelFile:
     child = _Child(path)
     try:
         return _Receiver(child, size).run()
+    except MemoryError:  # the config or names, parsed here once more
+        raise BadModelFile(memory.exhausted(size)) from None
     finally:
         child.close()
 
@@ -79,6 +81,7 @@ class _Child:
 
     def __init__(self, path: str) -> None:
         self.pid = self.proc = None
+        self._reaping = threading.Lock()
         if _can_fork():
             read_fd, write_fd = os.pipe()
             _widen(write_fd)
@@ -99,11 +102,15 @@ class _Child:
             os.close(write_fd)
             self.pid = pid
         else:
+            # The child imports this very konverter, wherever the caller found it.
+            package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            paths = [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", __name__, path],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
+                env=dict(os.environ, PYTHONPATH=os.pathsep.join(paths)),
             )
             read_fd = os.dup(self.proc.stdout.fileno())
             self.proc.stdout.close()
@@ -131,22 +138,24 @@ class _Child:
             self.last = time.monotonic()
 
     def kill(self) -> None:
-        try:
-            if self.pid is not None:
-                os.kill(self.pid, signal.SIGKILL)
-            elif self.proc is not None:
-                self.proc.kill()
-        except (ProcessLookupError, OSError):
-            pass
+        with self._reaping:  # never a signal to a process id that was reaped (and maybe reused)
+            try:
+                if self.pid is not None:
+                    os.kill(self.pid, signal.SIGKILL)
+                elif self.proc is not None:
+                    self.proc.kill()
+            except (ProcessLookupError, OSError):
+                pass
 
     def status(self) -> tuple:
         """(signal number or None, exit code or None) once the child has ended."""
-        if self.pid is not None:
-            _, status = os.waitpid(self.pid, 0)
-            self.pid = None
-            if os.WIFSIGNALED(status):
-                return os.WTERMSIG(status), None
-            return None, os.WEXITSTATUS(status)
+        with self._reaping:
+            if self.pid is not None:
+                _, status = os.waitpid(self.pid, 0)
+                self.pid = None
+                if os.WIFSIGNALED(status):
+                    return os.WTERMSIG(status), None
+                return None, os.WEXITSTATUS(status)
         code = self.proc.wait()
         return (-code, None) if code < 0 else (None, code)
 
@@ -261,7 +270,7 @@ class _Receiver:
             return BadModelFile(
                 f"the HDF5 library made no progress reading it for {STALL_SECONDS:.0f} s (a damaged file?)"
             )
-        if sig == signal.SIGKILL:
+        if sig is not None and sig == getattr(signal, "SIGKILL", None):
             return BadModelFile("the reader process was killed while reading it (out of memory?)")
         if sig is not None:
             try:

@@ -73,7 +73,7 @@ def read_keras_zip(
                 "over the limit"
             )
         with member(archive, path, weights_info) as source, open_file(source, "model.weights.h5") as f:
-            weights = WeightSet(f, progress)
+            weights = WeightSet(f, source.length, progress)
             _read_container(model, f, config, (), weights)
             read_weights(weights)
     return model

@@ -20,15 +20,24 @@ def human(n: int) -> str:
     """A byte count for a message: "512 bytes", "12.0 KiB", "1.5 GiB"."""
     if n < 1024:
         return f"{n} bytes"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        n /= 1024
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}"
-    raise AssertionError("unreachable")
+    value = n / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def nbytes(dtype, shape: tuple) -> int:
     return math.prod(shape) * dtype.itemsize
+
+
+# How libhdf5 and NumPy say an allocation failed (the reader process's address-space limit, or the machine's).
+OUT_OF_MEMORY_SIGNS = ("memory allocation failed", "Unable to allocate", "Cannot allocate memory")
+
+
+def out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, MemoryError) or any(sign in str(err) for sign in OUT_OF_MEMORY_SIGNS)
 
 
 def require(need: int) -> None:
