@@ -67,7 +67,12 @@ class ReaderError(RuntimeError):
 def read(path: str) -> ModelFile:
     """Read `path` in a child process and rebuild its ModelFile here."""
     size = os.path.getsize(path)
-    child = _Child(path)
+    try:
+        child = _Child(path)
+    except OSError:  # no process can be started here (a sandbox): read as before there was a reader process
+        from . import read_here
+
+        return read_here(path)
     try:
         return _Receiver(child, size).run()
     except MemoryError:  # the config or names, parsed here once more
@@ -82,26 +87,8 @@ class _Child:
     def __init__(self, path: str) -> None:
         self.pid = self.proc = None
         self._reaping = threading.Lock()
-        if _can_fork():
-            read_fd, write_fd = os.pipe()
-            _widen(write_fd)
-            with warnings.catch_warnings():
-                # Python 3.12+ warns on fork in a process with threads (a progress bar): the child only
-                # reads the file and never takes a lock those threads hold.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pid = os.fork()
-            if pid == 0:  # the child: never returns into the caller's code
-                code = 1
-                try:
-                    gc.disable()  # a collection would touch (and so copy) every page of the parent's heap
-                    os.close(read_fd)
-                    serve(write_fd, path)
-                    code = 0
-                finally:
-                    os._exit(code)
-            os.close(write_fd)
-            self.pid = pid
-        else:
+        read_fd = self._fork(path) if _can_fork() else None
+        if read_fd is None:
             # The child imports this very konverter, wherever the caller found it.
             package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
             paths = [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -120,6 +107,33 @@ class _Child:
         self._done = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="konverter-reader-watchdog", daemon=True)
         self._watchdog.start()
+
+    def _fork(self, path: str) -> int | None:
+        """Fork the reader; the read end of its pipe, or None when fork failed (then it is spawned)."""
+        read_fd, write_fd = os.pipe()
+        _widen(write_fd)
+        try:
+            with warnings.catch_warnings():
+                # Python 3.12+ warns on fork in a process with threads (a progress bar): the child only
+                # reads the file and never takes a lock those threads hold.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except OSError:  # e.g. a very large process under strict overcommit
+            os.close(read_fd)
+            os.close(write_fd)
+            return None
+        if pid == 0:  # the child: never returns into the caller's code
+            code = 1
+            try:
+                gc.disable()  # a collection would touch (and so copy) every page of the parent's heap
+                os.close(read_fd)
+                serve(write_fd, path)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        self.pid = pid
+        return read_fd
 
     def _watch(self) -> None:
         while not self._done.wait(min(1.0, STALL_SECONDS / 4)):
