@@ -505,3 +505,16 @@ def test_damaged_fletcher32_chunk_is_refused(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(BadModelFile):
         read_model(path)
+
+
+def test_bfloat16_weight_is_read_as_float32(tmp_path):
+    """Keras stores bfloat16 as 16-bit words tagged dtype="bfloat16": they are the high halves of float32."""
+
+    def kernel(group, name, values):
+        words = (values.view(np.uint32) >> 16).astype(np.uint16)
+        group.create_dataset(name, data=words).attrs["dtype"] = "bfloat16"
+
+    values = hostile.dense_model(tmp_path / "m.h5", kernel=kernel)
+    read = read_model(tmp_path / "m.h5").weights[("dense",)][0]
+    expected = ((values[hostile.KERNEL].view(np.uint32) >> 16) << 16).view(np.float32)
+    assert read.dtype == np.float32 and np.array_equal(read, expected)

@@ -374,7 +374,7 @@ def _is_bfloat16(ds, dtype: np.dtype) -> bool:
         return False
     if isinstance(tag, bytes):
         tag = tag.decode("ascii", "replace")
-    return tag == "bfloat16" and dtype.itemsize == 2 and dtype.kind in "uiV"
+    return tag == "bfloat16" and dtype.itemsize == 2
 
 
 def _storage(ds, path: str, nbytes: int) -> tuple:
