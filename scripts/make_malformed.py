@@ -374,6 +374,40 @@ def build_corpus(out: Path) -> list[Case]:
         "shape",
     )
 
+    # Issue 15: chunk structures that would cost far more than the file holds, and a stored member
+    # whose bytes no longer match its CRC (read in place, so checked by Konverter, not zipfile).
+    add(
+        "weights_huge_chunks",
+        _edit_h5(
+            SEQ_H5,
+            out / "weights_huge_chunks.h5",
+            lambda f: _replace_dataset(
+                f,
+                KERNEL_H5,
+                lambda g, n: g.create_dataset(
+                    n, data=np.ones((8, 16), "f4"), chunks=(4096, 256), maxshape=(None, None)
+                ),
+            ),
+        ),
+        BAD,
+        "chunks",
+    )
+
+    def sparse_chunks(g, n):
+        ds = g.create_dataset(n, (30_000, 30_000), "u1", chunks=(1, 1))
+        ds[0, 0] = 1
+
+    add(
+        "weights_declared_chunks",
+        _edit_h5(SEQ_H5, out / "weights_declared_chunks.h5", lambda f: _replace_dataset(f, KERNEL_H5, sparse_chunks)),
+        BAD,
+        "chunks",
+    )
+    bad_crc = bytearray(seq_keras)
+    member = bad_crc.find(b"TREE")  # a B-tree node inside the stored model.weights.h5
+    bad_crc[member + 8] ^= 0xFF
+    add("keras_member_crc", _write(out / "keras_member_crc.keras", bytes(bad_crc)), BAD, "CRC")
+
     # A 10,000-character layer name in an error message is cut short: still one readable line.
     def long_name_bad_kernel(f):
         kernels = []

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import io
 import zipfile
+from typing import Callable
 
 from ..errors import BadModelFile, UnsupportedModel
 from . import config as cfgmod
-from .hdf5 import child, is_group, keys, open_file, read_array
+from .files import member
+from .hdf5 import MAX_EXPANSION, WeightSet, child, is_group, keys, open_file
+from .memory import human
 from .model import ModelFile
-from .text import as_str, parse_json, shown
+from .text import MAX_JSON_BYTES, parse_json, shown
 
 MAX_MEMBER_BYTES = 4 << 30
 MAX_MEMBERS = 10_000
-# Weights compress ~1.1x and JSON ~10x; a member inflating more than this is a zip bomb.
-MAX_COMPRESSION_RATIO = 200
+# Weights compress ~1.1x and JSON ~10x; a member inflating more than this is a zip bomb (the same
+# bound as for compressed HDF5 datasets).
+MAX_COMPRESSION_RATIO = MAX_EXPANSION
 SMALL_MEMBER_BYTES = 1 << 20
 # Layer assets (a lookup layer's vocabulary.txt) are read whole: each, and all together, bounded.
 MAX_ASSET_BYTES = 256 << 20
@@ -35,13 +38,15 @@ CHILD_ORDER = [
     "_value_dense",
     "_output_dense",
 ]
-
 # The weights group is named after the Python class; the config holds the public name, which
 # differs for this one Keras 3 layer (every other alias is saved under its class's own name).
 PYTHON_CLASS = {"GroupQueryAttention": "GroupedQueryAttention"}
 
 
-def read_keras_zip(path: str) -> ModelFile:
+def read_keras_zip(
+    path: str, read_weights: Callable[[WeightSet], None], progress: Callable = lambda: None
+) -> ModelFile:
+    """The config and weight layout of a .keras archive; `read_weights` runs while its HDF5 file is open."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as err:
@@ -58,35 +63,25 @@ def read_keras_zip(path: str) -> ModelFile:
                 )
             if "variables.h5" not in members:
                 raise BadModelFile("this .keras archive has no model.weights.h5")
-        config = parse_json(_member(archive, members["config.json"]), "config.json")
+        config = parse_json(_json_member(archive, members["config.json"]), "config.json")
         version = "3"
         if "metadata.json" in members:
-            meta = parse_json(_member(archive, members["metadata.json"]), "metadata.json")
+            meta = parse_json(_json_member(archive, members["metadata.json"]), "metadata.json")
             version = str(meta.get("keras_version", version))
+        model = ModelFile(path, "keras", version, "", config)
+        cfgmod.require_model(config)
+        folders = {name.rpartition("/")[0] + "/" for name in members if name.startswith("assets/")}
         weights_info = members.get("model.weights.h5") or members["variables.h5"]
-        blob = _member(archive, weights_info)
-        assets = _assets(archive, members)
-    model = ModelFile(path, "keras", version, "", config)
-    cfgmod.require_model(config)
-    with open_file(io.BytesIO(blob), "model.weights.h5") as f:
-        root = f
-        _read_container(model, root, config, (), assets)
+        if weights_info.file_size > MAX_MEMBER_BYTES:
+            raise BadModelFile(
+                f"archive member {shown(weights_info.filename)} declares {human(weights_info.file_size)}, "
+                "over the limit"
+            )
+        with member(archive, path, weights_info) as source, open_file(source, "model.weights.h5") as f:
+            weights = WeightSet(f, source.length, progress)
+            _read_container(model, f, config, (), weights, folders)
+            read_weights(weights)
     return model
-
-
-def _assets(archive: zipfile.ZipFile, members: dict) -> dict:
-    """Every file under assets/, by folder ("assets/layers/x/" -> {file name: bytes}), MAX_ASSET_BYTES in all."""
-    found: dict = {}
-    total = 0
-    for name, info in members.items():
-        if not name.startswith("assets/") or name.endswith("/"):
-            continue
-        total += info.file_size
-        if total > MAX_ASSET_BYTES:
-            raise UnsupportedModel(f"the archive's assets exceed {MAX_ASSET_BYTES >> 20} MiB")
-        folder, _, file = name.rpartition("/")
-        found.setdefault(folder + "/", {})[file] = _member(archive, info)
-    return found
 
 
 def _members(archive: zipfile.ZipFile) -> dict:
@@ -114,9 +109,31 @@ def _members(archive: zipfile.ZipFile) -> dict:
     return members
 
 
-def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-    if info.file_size > MAX_MEMBER_BYTES:
-        raise BadModelFile(f"archive member {shown(info.filename)} declares {info.file_size} bytes, over the limit")
+def read_assets(path: str, folders: dict) -> dict:
+    """The files of each layer's assets folder ({layer path: {file name: bytes}}), MAX_ASSET_BYTES in all.
+
+    Read here, with zipfile only (no HDF5 involved): `folders` ({layer path: "assets/.../"}) comes
+    from the walk over the weights, which may run in the reader process.
+    """
+    if not folders:
+        return {}
+    found: dict = {}
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        members = _members(archive)
+        for layer, folder in folders.items():
+            for name, info in members.items():
+                if name.startswith(folder) and "/" not in name[len(folder) :] and not name.endswith("/"):
+                    total += info.file_size
+                    if total > MAX_ASSET_BYTES:
+                        raise UnsupportedModel(f"the archive's assets exceed {MAX_ASSET_BYTES >> 20} MiB")
+                    found.setdefault(layer, {})[name[len(folder) :]] = _json_member(archive, info, MAX_ASSET_BYTES)
+    return found
+
+
+def _json_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int = MAX_JSON_BYTES) -> bytes:
+    if info.file_size > limit:
+        raise BadModelFile(f"archive member {shown(info.filename)} declares {human(info.file_size)}, over the limit")
     try:
         with archive.open(info) as handle:
             # zipfile stops at the declared size, so a member lying about its size cannot inflate further.
@@ -128,11 +145,14 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     return data
 
 
-def _read_container(model: ModelFile, group, entry: dict, prefix: tuple, assets: dict, where: str = "") -> None:
+def _read_container(
+    model: ModelFile, group, entry: dict, prefix: tuple, weights: WeightSet, folders: set, where: str = ""
+) -> None:
     """Walk a Sequential/Functional config in order, mirroring Keras's class-based group names.
 
-    `where` is the container's path in the archive ("" at the top, "layers/<model>/" nested): a
-    layer's weights are at `<where>layers/<key>` in model.weights.h5, its assets under `assets/<where>layers/<key>/`.
+    `where` is the container's path in the archive ("" at the top, "layers/<model>/" nested): a layer's
+    weights are at `<where>layers/<key>` in model.weights.h5, its assets under `assets/<where>layers/<key>/`
+    (`folders`: the archive's asset folders; `model.asset_folders` records each layer's).
     """
     layers_group = None
     for key in ("layers", "_layer_checkpoint_dependencies"):  # the second: tf.keras 2.12-2.14
@@ -154,26 +174,25 @@ def _read_container(model: ModelFile, group, entry: dict, prefix: tuple, assets:
         group_of_layer = child(layers_group, key, f"layers/{key}") if is_group(layers_group) else None
         if cfgmod.is_model(layer):
             if group_of_layer is not None:
-                _read_container(model, group_of_layer, layer, path, assets, f"{where}layers/{key}/")
+                _read_container(model, group_of_layer, layer, path, weights, folders, f"{where}layers/{key}/")
             continue
-        files = assets.get(f"assets/{where}layers/{key}/")
-        if files:
-            model.assets[path] = files
+        if f"assets/{where}layers/{key}/" in folders:
+            model.asset_folders[path] = f"assets/{where}layers/{key}/"
         if group_of_layer is None:
             continue
         names: list[str] = []
-        arrays = _collect(group_of_layer, key, names, cfgmod.config_of(layer))
-        if arrays:
-            model.weights[path] = arrays
+        numbers = _collect(group_of_layer, key, names, weights, cfgmod.config_of(layer))
+        if numbers:
+            model.weights[path] = numbers
             model.weight_names[path] = names
 
 
-def _collect(group, where: str, names: list, config: object = None) -> list:
+def _collect(group, where: str, names: list, weights: WeightSet, config: object = None) -> list:
     """A layer's variables: its own `vars/0..n` (numeric order), then child objects in Keras order.
 
     `config` is the object's config (or, for a list attribute such as StackedRNNCells's `cells`, the
     list of entries): it orders a list's children as Keras saved them, class-based names in list order."""
-    arrays = []
+    numbers = []
     if not is_group(group):
         raise BadModelFile(f"weights entry {shown(where)} is not a group")
     vars_group = child(group, "vars", f"{where}/vars")
@@ -182,7 +201,7 @@ def _collect(group, where: str, names: list, config: object = None) -> list:
             raise BadModelFile(f"weights entry {shown(where + '/vars')} is not a group")
         # Variables are numbered 0..n; a few layers store theirs by name (IndexLookup's idf_weights): after them.
         for k in sorted(keys(vars_group, f"{where}/vars"), key=lambda k: (0, int(k), "") if k.isdigit() else (1, 0, k)):
-            arrays.append(read_array(vars_group, k))
+            numbers.append(weights.add(vars_group, k))
             names.append(f"{where}/vars/{k}")
     children = [k for k in keys(group, where) if k != "vars"]
     listed = _list_order(config)
@@ -190,8 +209,12 @@ def _collect(group, where: str, names: list, config: object = None) -> list:
         key=lambda k: (CHILD_ORDER.index(k) if k in CHILD_ORDER else len(CHILD_ORDER), listed.get(k, len(listed)), k)
     )
     for k in children:
-        arrays.extend(_collect(child(group, k, f"{where}/{k}"), f"{where}/{k}", names, _child_config(config, k)))
-    return arrays
+        sub = child(group, k, f"{where}/{k}")
+        if is_group(sub) and not weights.first_visit(group, k, sub):
+            # Keras never links one group twice; followed each time, links could make the walk exponential.
+            raise BadModelFile(f"weights group {shown(f'{where}/{k}')} is linked more than once")
+        numbers.extend(_collect(sub, f"{where}/{k}", names, weights, _child_config(config, k)))
+    return numbers
 
 
 def _child_config(config: object, key: str) -> object:
@@ -221,8 +244,3 @@ def _list_order(entries: object) -> dict:
         counts[base] = n + 1
         order[base if n == 0 else f"{base}_{n}"] = i
     return order
-
-
-def name_attr(group) -> str | None:
-    """The `name` attribute Keras >= 3.6 writes on each vars group (for cross-checks)."""
-    return as_str(group.attrs["name"]) if "name" in group.attrs else None

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from ..errors import BadModelFile
 from . import config as cfgmod
-from .hdf5 import read_array, walk
+from .hdf5 import WeightSet, walk
 from .model import ModelFile
-from .text import as_str, parse_json, read_names, shown
+from .text import TextBudget, as_str, parse_json, read_names, shown
 
 
-def read_legacy(f, path: str) -> ModelFile:
+def read_legacy(f, path: str, weights: WeightSet, budget: TextBudget) -> ModelFile:
+    """The config and weight layout of a legacy HDF5 file; weights as numbers into `weights`."""
     attrs = f.attrs
     if "model_config" not in attrs:
-        if read_names(attrs, "layer_names") is not None or "layers" in f or "vars" in f:
+        if read_names(attrs, "layer_names", budget) is not None or "layers" in f or "vars" in f:
             raise BadModelFile(
                 "this is a weights-only file (save_weights); Konverter needs a full model "
                 "saved with model.save('model.h5') or model.save('model.keras')"
@@ -24,25 +25,25 @@ def read_legacy(f, path: str) -> ModelFile:
     model = ModelFile(path, "h5", version, backend, config)
     cfgmod.class_of(config)
     root = walk(f, "model_weights") if "model_weights" in f else f
-    layer_names = read_names(root.attrs, "layer_names") or []
+    layer_names = read_names(root.attrs, "layer_names", budget) or []
     cfgmod.require_model(config)
     entries = {cfgmod.name_of(e): e for e in cfgmod.sublayers(config)}
     for name in layer_names:
         group = walk(root, name)
-        names = read_names(group.attrs, "weight_names") or []
-        arrays = [read_array(group, w) for w in names]
-        if not arrays:
+        names = read_names(group.attrs, "weight_names", budget) or []
+        numbers = [weights.add(group, w) for w in names]
+        if not numbers:
             continue
         entry = entries.get(name)
         if entry is not None and cfgmod.is_model(entry):
-            _spread_nested(model, entry, (name,), names, arrays)
+            _spread_nested(model, entry, (name,), names, numbers)
         else:
-            model.weights[(name,)] = arrays
+            model.weights[(name,)] = numbers
             model.weight_names[(name,)] = names
     return model
 
 
-def _spread_nested(model: ModelFile, entry: dict, prefix: tuple, names: list, arrays: list) -> None:
+def _spread_nested(model: ModelFile, entry: dict, prefix: tuple, names: list, numbers: list) -> None:
     """A nested model is one group holding all its descendants' weights: assign each by name.
 
     Keras orders them all-trainable-then-all-non-trainable across sublayers, so position says
@@ -55,7 +56,7 @@ def _spread_nested(model: ModelFile, entry: dict, prefix: tuple, names: list, ar
     for leaf in leaves:
         by_name.setdefault(leaf[-1], []).append(leaf)
     seen: dict[str, int] = {}
-    for wname, array in zip(names, arrays):
+    for wname, number in zip(names, numbers):
         parts = wname.split(":")[0].split("/")[:-1]
         owner = None
         for i, part in enumerate(parts):
@@ -73,7 +74,7 @@ def _spread_nested(model: ModelFile, entry: dict, prefix: tuple, names: list, ar
             break
         if owner is None:
             raise BadModelFile(f"weight {shown(wname)} of nested model {shown(prefix[-1])} matches none of its layers")
-        model.weights.setdefault(owner, []).append(array)
+        model.weights.setdefault(owner, []).append(number)
         model.weight_names.setdefault(owner, []).append(wname)
 
 

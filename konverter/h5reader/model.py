@@ -26,6 +26,7 @@ class ModelFile:
     weights: dict = field(default_factory=dict)  # LayerPath -> list[np.ndarray]
     weight_names: dict = field(default_factory=dict)  # LayerPath -> list[str], for messages
     assets: dict = field(default_factory=dict)  # LayerPath -> {file name: bytes} (.keras assets, e.g. vocabulary.txt)
+    asset_folders: dict = field(default_factory=dict)  # LayerPath -> its "assets/.../" folder in the archive
 
     @property
     def keras_major(self) -> int:

@@ -7,6 +7,10 @@ import json
 import numpy as np
 
 from ..errors import BadModelFile
+from .memory import human
+
+# The largest model config (or metadata) read: configs of thousands of layers take a few MiB.
+MAX_JSON_BYTES = 32 << 20
 
 
 def shown(value: object, limit: int = 80) -> str:
@@ -58,18 +62,36 @@ def as_str_list(value: object) -> list[str]:
     return [as_str(value)]
 
 
-def read_names(attrs: object, key: str) -> list[str] | None:
+class TextBudget:
+    """Characters of names a file may make Konverter hold: a multiple of its size.
+
+    A file stores each name somewhere, so honest files stay far below; one heap object named by
+    thousands of list entries (or thousands of hard links) does not.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def take(self, names: list[str], what: str) -> list[str]:
+        self.left -= sum(map(len, names))
+        if self.left < 0:
+            raise BadModelFile(f"{what} repeat far more text than the file holds")
+        return names
+
+
+def read_names(attrs: object, key: str, budget: TextBudget | None = None) -> list[str] | None:
     """`key` from HDF5 attributes, following Keras's chunking into key0, key1, ... when large."""
     if key in attrs:
-        return as_str_list(attrs[key])
-    if f"{key}0" not in attrs:
+        names = as_str_list(attrs[key])
+    elif f"{key}0" not in attrs:
         return None
-    names: list[str] = []
-    chunk = 0
-    while f"{key}{chunk}" in attrs:
-        names.extend(as_str_list(attrs[f"{key}{chunk}"]))
-        chunk += 1
-    return names
+    else:
+        names = []
+        chunk = 0
+        while f"{key}{chunk}" in attrs:
+            names.extend(as_str_list(attrs[f"{key}{chunk}"]))
+            chunk += 1
+    return budget.take(names, f"the names in {key}") if budget is not None else names
 
 
 def _reject_constant(token: str) -> None:
@@ -78,6 +100,8 @@ def _reject_constant(token: str) -> None:
 
 def parse_json(text: str | bytes, what: str) -> dict:
     """Parse a JSON document from the file into a dict, with one clear error when it is not."""
+    if len(text) > MAX_JSON_BYTES:  # parsed, JSON takes 10-20 times its size in memory
+        raise BadModelFile(f"{what} is {human(len(text))}, over the {human(MAX_JSON_BYTES)} limit")
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
