@@ -11,11 +11,10 @@ samples have steps that every input masks, where Keras's versions disagree most.
 
 from __future__ import annotations
 
-import sys
-
 import fixturelib
 import numpy as np
 from fixturelib import FIXTURES, is_keras3, keras_for, rand, run
+from fixtures_breadth import formats, save
 from fixtures_functional import deflate_archives
 
 FAMILY = "masks"
@@ -274,19 +273,6 @@ def softmax(K, fmt):
     return K.Model([x, full, columns], outs), [rand((BATCH, 3, 4), 17, scale=3.0), m_full, m_cols]
 
 
-def formats(*allowed: str):
-    """Build only in `allowed` formats (fixturelib.run skips a builder that returns None)."""
-
-    def wrap(build):
-        def only(K, fmt):
-            return build(K, fmt) if fmt in allowed else None
-
-        only.__name__ = build.__name__
-        return only
-
-    return wrap
-
-
 NOT_K2KERAS = ("k2h5", "k3h5", "k3keras")  # tf-keras's .keras adds nothing for these layers but 30 KB each
 BUILDERS = {
     "issue_sequential": issue_sequential,
@@ -302,22 +288,9 @@ BUILDERS = {
     "softmax": formats(*NOT_K2KERAS)(softmax),
 }
 
-_save = fixturelib.save
-
-
-def save(family, name, fmt, model, inputs, check_reload=True):
-    """fixturelib.save; Keras 3 writes op nodes (its masks) into .h5 but cannot read them back, so
-    such a file is kept without the reload check (the outputs come from the in-memory model)."""
-    try:
-        return _save(family, name, fmt, model, inputs, check_reload)
-    except (ValueError, TypeError, KeyError) as err:
-        if fmt != "k3h5":
-            raise
-        print(f"note: {name}__{fmt} not reloadable by Keras ({type(err).__name__})", file=sys.stderr)
-        return _save(family, name, fmt, model, inputs, check_reload=False)
-
-
-fixturelib.save = save  # what fixturelib.run calls
+# fixtures_breadth's save: Keras 3 writes op nodes (the masks) into .h5 but cannot read them back,
+# so such a file is kept without the reload check (the outputs come from the in-memory model).
+fixturelib.save = save
 
 
 if __name__ == "__main__":
