@@ -470,9 +470,9 @@ def _apply_mask_policy(layer: Layer, out: Any) -> Any:
     inputs = {id(t) for t in _flat([layer.args, layer.kwargs]) if isinstance(t, Tensor)}
     outs = out if isinstance(out, list) else [out]
     for i, t in enumerate(outs):
-        if not isinstance(t, Tensor):
+        if not isinstance(t, Tensor) or t.mask is mask:
             continue
-        if id(t) in inputs:  # the identity at inference: a name of its own, as its mask is its own
+        if id(t) in inputs:  # the identity at inference: the same array, under a mask of its own
             outs[i] = t = layer.call(same_array, t, shape=t.shape, dtype=t.dtype)
         if t.mask is None:
             t.mask = mask
@@ -498,16 +498,15 @@ class _Readers:
         self.children.setdefault(key[:2], set()).add(node)
         self.parents.setdefault(node, set()).add(key[:2])
 
-    def ordered(self, node: tuple) -> set:
-        """Every call that Keras runs after call `node` (depends on it) or before it (it depends on them)."""
+    def reachable(self, node: tuple, edges: dict) -> set:
+        """The calls that depend on call `node` (edges: children) or that it depends on (parents)."""
         found: set = set()
-        for edges in (self.children, self.parents):
-            todo = [node]
-            while todo:
-                for other in edges.get(todo.pop(), ()):
-                    if other not in found:
-                        found.add(other)
-                        todo.append(other)
+        todo = [node]
+        while todo:
+            for other in edges.get(todo.pop(), ()):
+                if other not in found:
+                    found.add(other)
+                    todo.append(other)
         return found
 
     def unaffected(self, node: tuple) -> bool:
@@ -521,24 +520,29 @@ class _Readers:
 
 
 def _end_masks(layer: Layer, site: tuple | None) -> None:
-    """Delete the masks of the tensors `layer` says it deletes (Keras 3.7+'s MultiHeadAttention),
-    for the calls converted after it: right when every other reader of those tensors depends on this
-    call or this call on it (so Keras runs them in Konverter's order too), or does not read masks;
-    refused otherwise."""
+    """Delete the masks of the tensors `layer` says it deletes (Keras 3.7+'s MultiHeadAttention) for
+    the calls converted after it. Keras runs its calls in an order of its own, so this is right only
+    when every other reader of those tensors that reads masks runs in a known order: before the
+    call (it depends on them) or, reading the very tensors the call was given, after it (they
+    depend on it). An array standing for several Keras tensors (an identity layer passing the mask
+    on) has every tensor's readers checked: only the call's own input loses its mask in Keras.
+    Refused otherwise, naming the reader."""
     readers, node = site if site is not None else (None, None)
     for t in layer.ends_masks:
         keys = readers.keys.get(id(t), []) if readers is not None else []
-        # Outside a Functional graph, one array standing for several Keras tensors, a nested model's input.
-        if len(keys) != 1 or keys[0][0] in readers.outer:
-            raise layer.unsupported("a masked input whose other readers Konverter cannot tell apart")
-        known = readers.ordered(node)
-        others = [c for c in readers.readers.get(keys[0], []) if c != node and c not in known]
-        others = [c for c in others if not readers.unaffected(c)]
-        if others:
-            raise layer.unsupported(
-                f"a masked input that {label(others[0][0])} also reads: Keras 3.7+ deletes that mask in this"
-                " layer, and whether it runs before or after that one depends on Keras's order of the graph"
-            )
+        if not keys or any(key[0] in readers.outer for key in keys):  # outside this graph
+            raise layer.unsupported("a masked input whose other readers are outside this model's graph")
+        before = readers.reachable(node, readers.parents)
+        after = readers.reachable(node, readers.children)
+        own = {key for key in keys if node in readers.readers.get(key, [])}
+        for key in keys:
+            for c in readers.readers.get(key, []):
+                if c == node or c in before or (key in own and c in after) or readers.unaffected(c):
+                    continue
+                raise layer.unsupported(
+                    f"a masked input that {label(c[0])} also reads: Keras 3.7+ deletes that mask in this"
+                    " layer, and whether that one sees it depends on Keras's order of the graph"
+                )
         t.mask = None
 
 

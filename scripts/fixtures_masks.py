@@ -219,9 +219,9 @@ def multi_head_attention(K, fmt):
     given = L.MultiHeadAttention(num_heads=1, key_dim=2)(masked(q), masked(v), attention_mask=allowed)
     mv = masked(v)
     causal = L.MultiHeadAttention(num_heads=2, key_dim=2)(mv, mv, use_causal_mask=True)
-    mq = masked(q)
-    a = L.MultiHeadAttention(num_heads=2, key_dim=2)(mq, mq)
-    h = L.LayerNormalization()(L.Add()([mq, a]))
+    d = L.Dropout(0.2)(masked(q))  # the identity at inference, a tensor of its own in Keras
+    a = L.MultiHeadAttention(num_heads=2, key_dim=2)(d, d)
+    h = L.LayerNormalization()(L.Add()([d, a]))
     block = L.MultiHeadAttention(num_heads=2, key_dim=2)(h, h)
     probe = rnn(K)  # shared
     outs = [cross, probe(cross), dropout, given, causal, probe(causal), h, block, probe(block)]

@@ -327,6 +327,25 @@ def test_side_by_side_attention_on_one_masked_tensor_is_refused_in_keras3(tmp_pa
         konvert(path, tmp_path / "out.py")
 
 
+def _residual_from_the_masking(config):
+    """The residual Add reads the Masking's output instead of the Dropout's (the same array): in
+    Keras that tensor keeps its mask after the attention, which deletes only the Dropout's."""
+    layers = config["config"]["layers"]
+    add = next(e for e in layers if e["class_name"] == "Add")
+    dropout = next(e for e in layers if e["class_name"] == "Dropout")
+    add["inbound_nodes"][0]["args"][0][0] = dropout["inbound_nodes"][0]["args"][0]
+
+
+def test_attention_deleting_the_mask_of_one_name_of_a_shared_array(tmp_path):
+    """Dropout passes its input array on: Konverter's one array stands for two Keras tensors. The
+    fixture's residual reads the Dropout's (converted and compared with Keras by test_fixtures);
+    reading the Masking's instead, which keeps its mask in Keras, is refused."""
+    source = MASKS / "multi_head_attention__k3keras.keras"
+    path = edit_keras_config(source, tmp_path / "m.keras", _residual_from_the_masking)
+    with pytest.raises(UnsupportedModel, match="'add[^']*' also reads"):
+        konvert(path, tmp_path / "out.py")
+
+
 def test_masked_attention_from_a_torch_file_is_refused(tmp_path):
     path = tmp_path / "torch.h5"
     shutil.copy(MASKS / "group_query_attention__k3h5.h5", path)
