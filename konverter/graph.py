@@ -482,8 +482,8 @@ def _apply_mask_policy(layer: Layer, out: Any) -> Any:
 @dataclass
 class _Readers:
     """Which calls of a Functional model read which tensors, for a call that deletes its inputs'
-    masks (Layer.ends_masks): Keras runs the calls in an order of its own (by depth in the graph),
-    so only the readers that depend on that call are known to run after it."""
+    masks (Layer.ends_masks): Keras runs the calls in an order of its own (by depth in the graph,
+    not the config's), so only the calls that depend on that call, or it on them, have a known order."""
 
     keras_major: int
     outer: set  # a nested model's inputs: their other readers are in the model around it
