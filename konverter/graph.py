@@ -17,7 +17,8 @@ from .h5reader import ModelFile
 from .h5reader import config as cfgmod
 from .h5reader.text import label
 from .layers import CONVERTERS, Layer, Tensor
-from .layers.base import MASK_POLICY, WRAPS, Const
+from .layers.base import WRAPS, Const, mask_policy
+from .layers.core import same_array
 from .layers.quantized import policy_refusal, quantization_mode
 
 REFUSED = {"Lambda": "runs Python code stored in the file, which Konverter never executes"}
@@ -310,6 +311,17 @@ class Builder:
                 return {k: resolve(v) for k, v in value.items()}
             return value
 
+        readers = _Readers(self.model.keras_major, set(bound) if prefix else set())
+        for e, k, call in pending:
+            found: list = []
+            _parse_call(call, lambda value, found=found: _collect_refs(value, found))
+            node = (cfgmod.name_of(e), k)
+            readers.entries[node] = (e, call)
+            for lname, n, index in found:
+                readers.read(node, (lname, offset(lname, n, False) if lname in layers else n, index))
+        for key, t in tensors.items():
+            readers.keys.setdefault(id(t), []).append(key)
+
         # Calls run in config order; one whose input is not computed yet waits for the call that makes
         # it and runs right after that one: each call is tried at most once per input (linear, even
         # for a graph listed in reverse order).
@@ -325,9 +337,10 @@ class Builder:
                 continue
             done += 1
             lname = cfgmod.name_of(e)
-            out = self._call(e, prefix, args, kwargs)
+            out = self._call(e, prefix, args, kwargs, (readers, (lname, k)))
             for i, t in enumerate(out if isinstance(out, list) else [out]):
                 tensors[(lname, k, i)] = t
+                readers.keys.setdefault(id(t), []).append((lname, k, i))
             queue.extend(waiting.pop((lname, k), ()))
         if done < len(pending):
             names = sorted({label(cfgmod.name_of(e)) for calls in waiting.values() for e, _, _ in calls})
@@ -346,22 +359,23 @@ class Builder:
         return outs, [r[0] for r in refs], False
 
     # ------------------------------------------------------------------ one call
-    def _call(self, entry: dict, prefix: tuple, args: list, kwargs: dict) -> Any:
+    def _call(self, entry: dict, prefix: tuple, args: list, kwargs: dict, site: tuple | None = None) -> Any:
+        """Convert one call; `site` is (the Functional model's _Readers, this call's (layer, node))."""
         if self.observer is None:
-            return self._convert(entry, prefix, args, kwargs)
+            return self._convert(entry, prefix, args, kwargs, site)
         path = prefix + (cfgmod.name_of(entry),)
         if not cfgmod.is_model(entry) and refusal(entry):
             return self.observer.layer(path, entry, None, "")
         before = len(self.problems)
         try:
-            out = self._convert(entry, prefix, args, kwargs)
+            out = self._convert(entry, prefix, args, kwargs, site)
         except KonverterError as err:
             self.problems.append(str(err))
             out = None
         problem = self.problems[-1] if len(self.problems) > before and not cfgmod.is_model(entry) else ""
         return self.observer.layer(path, entry, out, problem)
 
-    def _convert(self, entry: dict, prefix: tuple, args: list, kwargs: dict) -> Any:
+    def _convert(self, entry: dict, prefix: tuple, args: list, kwargs: dict, site: tuple | None = None) -> Any:
         cls = converter_key(entry)
         name = cfgmod.name_of(entry)
         path = prefix + (name,)
@@ -397,8 +411,9 @@ class Builder:
         layer.ops = self.ops
         layer.state_slots = self.state_slots
         try:
-            out = CONVERTERS[cls](layer)
-            _apply_mask_policy(layer, out)
+            out = _apply_mask_policy(layer, CONVERTERS[cls](layer))
+            if layer.ends_masks:
+                _end_masks(layer, site)
         except UnsupportedModel as err:
             del self.ops[start:]
             del self.state_slots[start_states:]
@@ -434,18 +449,114 @@ def _float_weights(weights: list, config: dict) -> list:
     return [w.astype(np.float32) if w.dtype.kind in "iub" else w for w in weights]
 
 
-def _apply_mask_policy(layer: Layer, out: Any) -> None:
-    """Keras masks: pass them on, drop them, or refuse a layer whose use of the mask is unknown."""
-    masks = [t.mask for t in _flat([layer.args, layer.kwargs]) if isinstance(t, Tensor) and t.mask is not None]
-    if not masks:
-        return
-    policy = MASK_POLICY.get(layer.class_name)
+def _apply_mask_policy(layer: Layer, out: Any) -> Any:
+    """Keras's mask after a layer call, by the layer's policy (base.MASK_POLICY): "pass" gives the
+    outputs the mask Keras hands the call (the `mask=` argument, else the first input's), "drop"
+    leaves them without one, "own" trusts the converter; a layer without a policy is refused when
+    a mask reaches it. Returns `out`, an output that is an input under another mask renamed."""
+    given = layer.kwargs.get("mask")
+    masked = [t for t in _flat([layer.args, layer.kwargs]) if isinstance(t, Tensor) and t.mask is not None]
+    if not masked and not isinstance(given, Tensor):
+        return out
+    policy = mask_policy(layer.class_name, layer.keras_major)
     if policy is None:
         raise layer.unsupported("receives a mask (from Masking or Embedding mask_zero) that Konverter cannot apply")
-    if policy == "pass":
-        for t in out if isinstance(out, list) else [out]:
-            if isinstance(t, Tensor) and t.mask is None:
-                t.mask = masks[0]
+    if policy == "own":
+        return out
+    first = layer.args[0] if layer.args and isinstance(layer.args[0], Tensor) else None
+    mask = None
+    if policy == "pass" and first is not None:
+        mask = layer.call_mask(first)
+    inputs = {id(t) for t in _flat([layer.args, layer.kwargs]) if isinstance(t, Tensor)}
+    outs = out if isinstance(out, list) else [out]
+    for i, t in enumerate(outs):
+        if not isinstance(t, Tensor) or t.mask is mask:
+            continue
+        if id(t) in inputs:  # the identity at inference: the same array, under a mask of its own
+            outs[i] = t = layer.call(same_array, t, shape=t.shape, dtype=t.dtype)
+        if t.mask is None:
+            t.mask = mask
+    return outs if isinstance(out, list) else outs[0]
+
+
+@dataclass
+class _Readers:
+    """Which calls of a Functional model read which tensors, for a call that deletes its inputs'
+    masks (Layer.ends_masks): Keras runs the calls in an order of its own (by depth in the graph,
+    not the config's), so only the calls that depend on that call, or it on them, have a known order."""
+
+    keras_major: int
+    outer: set  # a nested model's inputs: their other readers are in the model around it
+    entries: dict = field(default_factory=dict)  # (layer, node) -> (config entry, inbound node)
+    readers: dict = field(default_factory=dict)  # tensor key (layer, node, index) -> [(layer, node)]
+    children: dict = field(default_factory=dict)  # (layer, node) -> {calls reading one of its outputs}
+    parents: dict = field(default_factory=dict)  # (layer, node) -> {calls whose outputs it reads}
+    keys: dict = field(default_factory=dict)  # id(Tensor) -> [tensor keys it stands for]
+
+    def read(self, node: tuple, key: tuple) -> None:
+        self.readers.setdefault(key, []).append(node)
+        self.children.setdefault(key[:2], set()).add(node)
+        self.parents.setdefault(node, set()).add(key[:2])
+
+    def reachable(self, node: tuple, edges: dict) -> set:
+        """The calls that depend on call `node` (edges: children) or that it depends on (parents)."""
+        found: set = set()
+        todo = [node]
+        while todo:
+            for other in edges.get(todo.pop(), ()):
+                if other not in found:
+                    found.add(other)
+                    todo.append(other)
+        return found
+
+    def unaffected(self, node: tuple) -> bool:
+        """Whether call `node` computes the same whatever mask its inputs carry: a layer that drops
+        masks, or one handed its mask by a `mask=` argument in the file."""
+        entry, call = self.entries[node]
+        if mask_policy(converter_key(entry), self.keras_major) == "drop":
+            return True
+        given = call.get("kwargs", {}).get("mask") if isinstance(call, dict) else None
+        return _as_ref(given) is not None
+
+
+def _end_masks(layer: Layer, site: tuple | None) -> None:
+    """Delete the masks of the tensors `layer` says it deletes (Keras 3.7+'s MultiHeadAttention) for
+    the calls converted after it. Keras runs its calls in an order of its own, so this is right only
+    when every other reader of those tensors that reads masks runs in a known order: before the
+    call (it depends on them) or, reading the very tensors the call was given, after it (they
+    depend on it). An array standing for several Keras tensors (an identity layer passing the mask
+    on) has every tensor's readers checked: only the call's own input loses its mask in Keras.
+    Refused otherwise, naming the reader."""
+    readers, node = site if site is not None else (None, None)
+    for t in layer.ends_masks:
+        keys = readers.keys.get(id(t), []) if readers is not None else []
+        if not keys or any(key[0] in readers.outer for key in keys):  # outside this graph
+            raise layer.unsupported("a masked input whose other readers are outside this model's graph")
+        before = readers.reachable(node, readers.parents)
+        after = readers.reachable(node, readers.children)
+        own = {key for key in keys if node in readers.readers.get(key, [])}
+        for key in keys:
+            for c in readers.readers.get(key, []):
+                if c == node or c in before or (key in own and c in after) or readers.unaffected(c):
+                    continue
+                raise layer.unsupported(
+                    f"a masked input that {label(c[0])} also reads: Keras 3.7+ deletes that mask in this"
+                    " layer, and whether that one sees it depends on Keras's order of the graph"
+                )
+        t.mask = None
+
+
+def _collect_refs(value: Any, found: list) -> None:
+    """Every tensor reference inside a call's arguments (for _parse_call), in order."""
+    ref = _as_ref(value)
+    if ref is not None:
+        found.append(ref)
+    elif isinstance(value, list):
+        for v in value:
+            _collect_refs(v, found)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_refs(v, found)
 
 
 def _as_ref(value: Any) -> tuple | None:

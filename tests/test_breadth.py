@@ -303,7 +303,7 @@ def _attention_mask(entry):
     [
         (lambda e: e["config"].update(use_gate=True), "use_gate"),
         (lambda e: e["config"].update(sliding_window=2), "sliding_window"),
-        (_attention_mask, "called with attention_mask"),
+        (_attention_mask, "an attention_mask of shape \\(5, 6\\) \\(float32\\)"),
         (lambda e: e["inbound_nodes"][0]["kwargs"].update(return_attention_scores=True), "return_attention_scores"),
     ],
 )

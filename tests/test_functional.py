@@ -422,7 +422,8 @@ def test_get_item_keeps_the_batch_axis_whole(tmp_path):
         konvert(path, tmp_path / "out.py")
 
 
-def test_attention_mask_at_call_time_is_refused(tmp_path):
+def test_attention_mask_that_is_not_boolean_is_refused(tmp_path):
+    # (Boolean masks given at call time convert: tests/test_masks.py.)
     call = {"args": [[_ref("q"), _ref("v")]], "kwargs": {"mask": [_ref("qm"), _ref("vm")]}}
     layers = [
         _input("q", (3, 4)),
@@ -433,7 +434,7 @@ def test_attention_mask_at_call_time_is_refused(tmp_path):
     ]
     ins = [["q", 0, 0], ["v", 0, 0], ["qm", 0, 0], ["vm", 0, 0]]
     path = _write_model(tmp_path / "mask.h5", layers, ins, [["attention", 0, 0]])
-    with pytest.raises(UnsupportedModel, match="'attention' \\(Attention\\): called with mask"):
+    with pytest.raises(UnsupportedModel, match="'attention' \\(Attention\\): a query mask"):
         konvert(path, tmp_path / "out.py")
 
 

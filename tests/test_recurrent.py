@@ -392,17 +392,6 @@ def _entry(cls, **config):
     return {"class_name": cls, "config": {"name": config.pop("name", cls.lower()), "trainable": True, **config}}
 
 
-def test_mask_reaching_an_unknown_layer_is_refused():
-    """Keras would hand the mask to a layer whose mask handling Konverter does not know: refuse."""
-    layers = [
-        _entry("InputLayer", batch_shape=[None, 4, 2]),
-        _entry("Masking", mask_value=0.0),
-        _entry("Permute", dims=[2, 1]),
-    ]
-    with pytest.raises(UnsupportedModel, match="receives a mask"):
-        build_program(_model(layers))
-
-
 def test_mask_passes_through_dense_to_the_rnn():
     rng = np.random.RandomState(5)
     layers = [

@@ -85,9 +85,13 @@ def is_op_node(entry: dict) -> bool:
         "module" not in entry
         and isinstance(cfg, dict)
         and "trainable" not in cfg
-        and cfg.get("dtype") is None
+        and (cfg.get("dtype") is None or (entry.get("class_name") in OPS_WITH_DTYPE and isinstance(cfg["dtype"], str)))
         and entry.get("class_name") not in MODEL_CLASSES | {"InputLayer"}
     )
+
+
+# Ops whose `dtype` argument Keras 3 writes (a plain string), among those that compute masks.
+OPS_WITH_DTYPE = {"OnesLike", "ZerosLike", "ConvertToTensor"}
 
 
 def snake_case(name: str) -> str:

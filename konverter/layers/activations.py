@@ -135,6 +135,27 @@ def softmax(x, axis):
     return e / np.add.reduce(e, axis=axis, keepdims=True)
 
 
+MASK_PENALTY = -1e9  # the score Keras gives a masked position before a softmax
+
+
+def hide_masked(x, keep, value, additive):
+    # Keras's ways of keeping masked positions (keep False) out of a softmax: add (1 - keep) * value
+    # (tf-keras, Keras 3 before 3.13: a float mask counts as it is), or put `value` in their place
+    # (later Keras 3 and the attention kernels: a non-boolean mask keeps what is above 0.5).
+    if additive:
+        return x + (1.0 - keep.astype(x.dtype)) * value
+    if keep.dtype != bool:
+        keep = keep > 0.5
+    return np.where(keep, x, value)
+
+
+def softmax_masked(x, keep, axis, additive, zero_masked):
+    # The Softmax layer called with a mask; Keras 3.10 and later also zero the masked positions
+    # (a fully masked row gives zeros, not a uniform distribution).
+    y = softmax(hide_masked(x, keep, MASK_PENALTY, additive), axis)
+    return np.where(keep if keep.dtype == bool else keep > 0.5, y, 0.0) if zero_masked else y
+
+
 @kernel(elementwise=True)
 def log_softmax(x, axis):
     shifted = x - np.maximum.reduce(x, axis=axis, keepdims=True)
@@ -392,7 +413,7 @@ def thresholded_relu_layer(layer: Layer) -> Tensor:
     return layer.call(relu_general, x, shape=x.shape, negative_slope=0.0, max_value=None, threshold=theta)
 
 
-@converter("Softmax")
+@converter("Softmax", mask="own")
 def softmax_layer(layer: Layer) -> Tensor:
     x = layer.input
     axis = layer.get("axis", -1)
@@ -400,7 +421,33 @@ def softmax_layer(layer: Layer) -> Tensor:
     norm = tuple(sorted(layer.axis(a, x.rank) for a in axes))
     if 0 in norm:
         raise layer.unsupported("softmax over the batch axis")
-    return layer.call(softmax, x, shape=x.shape, axis=norm[0] if len(norm) == 1 else norm)
+    axis = norm[0] if len(norm) == 1 else norm
+    keep = layer.call_mask(x)
+    if keep is None:
+        return layer.call(softmax, x, shape=x.shape, axis=axis)
+    if len(keep.shape) != len(x.shape) or any(m not in (1, d) for m, d in zip(keep.shape, x.shape) if m and d):
+        # A mask of lower rank would meet the input right-aligned, its batch axis on another axis.
+        raise layer.unsupported(f"a mask of shape {keep.shape} for input {x.shape} (it must have the input's rank)")
+    additive, zero_masked = softmax_mask_rule(layer, keep)
+    y = layer.call(softmax_masked, x, keep, shape=x.shape, axis=axis, additive=additive, zero_masked=zero_masked)
+    y.mask = keep
+    return y
+
+
+def softmax_mask_rule(layer: Layer, keep: Tensor) -> tuple[bool, bool]:
+    """(additive, zero_masked) of `softmax_masked` for the Keras that wrote the file."""
+    if layer.keras_major < 3:
+        return not layer.get("robust_masking", False), False
+    release = layer.release()
+    if release is None:
+        raise layer.unsupported(f"a mask, in a file of unknown Keras version {layer.keras_version[:20]!r}")
+    if release < (3, 10):
+        return True, False
+    if release < (3, 13):
+        if keep.dtype != "bool":  # Keras scales the result by the mask's values
+            raise layer.unsupported(f"a {keep.dtype} mask (Keras {release[0]}.{release[1]} scales by its values)")
+        return True, True
+    return False, True
 
 
 @converter("PReLU", mask="pass")

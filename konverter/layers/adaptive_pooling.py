@@ -49,7 +49,7 @@ _RANK = {
 }
 
 
-@converter(*_RANK)
+@converter(*_RANK, mask="drop")
 def adaptive_pooling_layer(layer: Layer) -> Tensor:
     nd = _RANK[layer.class_name]
     x = layer.input

@@ -1,8 +1,10 @@
 """Attention layers: MultiHeadAttention, GroupQueryAttention, Attention, AdditiveAttention, and EinsumDense.
 
-Dropout is the identity at inference. Masks passed at call time (attention_mask, query_mask,
-...) are refused; use_causal_mask is supported. The einsum equations written into generated
-files are rebuilt by Konverter from validated letters, never copied from the model file.
+Dropout is the identity at inference. Masks follow Keras's `_compute_attention_mask`: the query's
+mask hides rows, the value's (and key's) columns, an `attention_mask` given at call time and the
+causal mask whatever else; Attention and AdditiveAttention zero the masked query steps instead.
+The output keeps the query's mask. The einsum equations written into generated files are rebuilt
+by Konverter from validated letters, never copied from the model file.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadModelFile
-from .activations import apply_activation, softmax
-from .base import Layer, Tensor, as_int, as_int_tuple, converter
+from .activations import MASK_PENALTY, apply_activation, hide_masked, softmax, softmax_mask_rule
+from .base import Layer, Tensor, as_float, as_int, as_int_tuple, converter
 from .quantized import einsum_kernel_sizes, quantization, quantized_einsum_layer
 
 CAUSAL_PENALTY = 1e9  # Keras subtracts 1e9 from masked-out scores before the softmax
+# What Keras 3.7+'s fused attention kernel (ops.dot_product_attention, TensorFlow and JAX backends)
+# puts in place of a masked score: a fully masked row becomes uniform, not zero.
+KERNEL_PENALTY = -0.7 * 3.38953e38
 
 
 def einsum_dense(x, kernel, bias, equation):
@@ -100,19 +105,49 @@ def attend(s, v, causal):
     return softmax(s, -1) @ v
 
 
+def attend_masked(s, v, value_mask, query_mask, causal):
+    # Attention/AdditiveAttention with Keras masks: scores of masked value steps (and, causal, of
+    # later steps) lose 1e9 (once); the outputs at masked query steps are zeros.
+    keep = None if value_mask is None else value_mask[:, None, :]
+    if causal:
+        lower = np.tril(np.ones(s.shape[-2:], dtype=bool))
+        keep = lower if keep is None else keep & lower
+    if keep is not None:
+        s = np.where(keep, s, s - CAUSAL_PENALTY)
+    y = softmax(s, -1) @ v
+    return y if query_mask is None else np.where(query_mask[..., None], y, 0.0)
+
+
+def attention_keep(query_mask, value_mask, key_mask, attention_mask):
+    # Keras's _compute_attention_mask: query steps (batch, T, 1) and value/key steps (batch, 1, S),
+    # ANDed with the attention_mask given at call time (batch, T, S).
+    keep = None if query_mask is None else query_mask[:, :, None]
+    for m in (value_mask, key_mask):
+        if m is not None:
+            keep = m[:, None, :] if keep is None else keep & m[:, None, :]
+    if attention_mask is not None:
+        keep = attention_mask if keep is None else attention_mask & keep
+    return keep
+
+
+def mha_attend_masked(q, k, v, keep, scale, causal, penalty, additive, zero_masked):
+    # Attention over axis 1 of (batch, steps, heads, size) tensors, the scores (batch, heads, T, S)
+    # hidden where keep (batch, T or 1, S) is False, as the writer's Keras does (see hide_masked).
+    q, k, v = q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    s = (q * scale) @ np.swapaxes(k, -1, -2)
+    keep = keep[:, None]
+    if causal:
+        keep = keep & np.tril(np.ones(s.shape[-2:], dtype=bool))
+    p = softmax(hide_masked(s, keep, penalty, additive), -1)
+    if zero_masked:
+        p = np.where(keep, p, 0.0)
+    return (p @ v).transpose(0, 2, 1, 3)
+
+
 # ----------------------------------------------------------------------------- converters
-def _refuse_masks(layer: Layer, names: tuple) -> None:
-    given = [n for n in names if _holds_tensor(layer.kwargs.get(n))]  # Keras 3.1 writes mask=[None, None]
-    if given:
-        raise layer.unsupported(f"called with {', '.join(given)} (masks at call time are not supported)")
+def _refuse_scores(layer: Layer) -> None:
     if layer.kwargs.get("return_attention_scores"):
         raise layer.unsupported("return_attention_scores=True")
-
-
-def _holds_tensor(value: Any) -> bool:
-    if isinstance(value, (list, tuple)):
-        return any(_holds_tensor(v) for v in value)
-    return isinstance(value, Tensor)
 
 
 def _causal(layer: Layer) -> bool:
@@ -120,9 +155,9 @@ def _causal(layer: Layer) -> bool:
     return bool(value)
 
 
-def _mha_inputs(layer: Layer) -> tuple[Tensor, Tensor, Tensor]:
-    """query, value, key of a MultiHeadAttention-like call, refusing what Konverter cannot compute."""
-    _refuse_masks(layer, ("attention_mask", "query_mask", "value_mask", "key_mask"))
+def _mha_inputs(layer: Layer) -> tuple[Tensor, Tensor, Tensor, bool]:
+    """query, value, key of a MultiHeadAttention-like call, and whether the key was given."""
+    _refuse_scores(layer)
     if layer.get("use_gate", False):
         raise layer.unsupported("use_gate=True")
     if layer.get("sliding_window") is not None:
@@ -136,15 +171,82 @@ def _mha_inputs(layer: Layer) -> tuple[Tensor, Tensor, Tensor]:
         if name in layer.kwargs:
             found[name] = layer.kwargs[name]
     q, v = found.get("query"), found.get("value")
-    k = found.get("key") if found.get("key") is not None else v
+    key_given = found.get("key") is not None
+    k = found.get("key") if key_given else v
     if not all(isinstance(t, Tensor) for t in (q, v, k)):
         raise BadModelFile(f"{layer.describe()} is not called on query and value tensors")
-    return q, v, k
+    return q, v, k, key_given
 
 
-@converter("MultiHeadAttention")
+def _mha_masks(layer: Layer, q: Tensor, v: Tensor, k: Tensor, key_given: bool) -> list:
+    """[query, value, key, attention] masks Keras's _compute_attention_mask reads (None: none).
+
+    tf-keras reads the masks the tensors carry; Keras 3 the query_mask=... call arguments (the file
+    writes them, else the tensors' masks), except that MultiHeadAttention from 3.7 on reads the
+    query tensor's own mask. A key that is not given has no mask of its own there."""
+    given = layer.kwargs.get("attention_mask")
+    if given is not None and not isinstance(given, Tensor):
+        raise layer.unsupported(f"an attention_mask that is not one tensor: {str(given)[:40]}")
+    if layer.keras_major < 3:
+        return [q.mask, v.mask, k.mask, given]
+    reads_query = layer.class_name == "MultiHeadAttention" and (layer.release() or (3, 7)) >= (3, 7)
+    query = q.mask if reads_query else layer.call_mask(q, "query_mask")
+    key = layer.call_mask(k, "key_mask") if key_given else layer.kwargs.get("key_mask")
+    if key is not None and not isinstance(key, Tensor):
+        raise layer.unsupported(f"a key_mask that is not one tensor: {str(key)[:40]}")
+    return [query, layer.call_mask(v, "value_mask"), key, given]
+
+
+def _masked_attention(layer: Layer, qp: Tensor, kp: Tensor, vp: Tensor, masks: list, scale: float) -> Tensor:
+    """The attention of projected (batch, steps, heads, size) tensors under Keras masks."""
+    q_mask, v_mask, k_mask, attention_mask = masks
+    steps = (qp.shape[0],), (vp.shape[0],), (kp.shape[0],)
+    for m, want, what in zip((q_mask, v_mask, k_mask), steps, ("query", "value", "key")):
+        if m is not None and (m.shape != want or m.dtype != "bool"):
+            raise layer.unsupported(f"a {what} mask of shape {m.shape} ({m.dtype}) for {want[0]} steps")
+    if attention_mask is not None and (attention_mask.dtype != "bool" or len(attention_mask.shape) != 2):
+        raise layer.unsupported(f"an attention_mask of shape {attention_mask.shape} ({attention_mask.dtype})")
+    keep = layer.call(attention_keep, *masks, shape=(qp.shape[0], vp.shape[0]), dtype="bool")
+    # Keras 3.7+ runs the fused kernel unless dropout is set; else (and in tf-keras) the Softmax layer.
+    release = (2, 0) if layer.keras_major < 3 else layer.release()
+    if release is None:
+        raise layer.unsupported(f"masks, in a file of unknown Keras version {layer.keras_version[:20]!r}")
+    dropout = as_float(layer.get("dropout", 0.0) or 0.0, "dropout")
+    if release >= (3, 7) and dropout == 0.0:
+        if layer.backend == "torch":
+            raise layer.unsupported("masks in a torch-backend file (its attention kernel gives NaN rows)")
+        penalty, additive, zero_masked = KERNEL_PENALTY, False, False
+    else:
+        penalty = MASK_PENALTY
+        additive, zero_masked = softmax_mask_rule(layer, keep)
+    return layer.call(
+        mha_attend_masked,
+        qp,
+        kp,
+        vp,
+        keep,
+        shape=qp.shape[:-1] + vp.shape[-1:],
+        scale=scale,
+        causal=_causal(layer),
+        penalty=penalty,
+        additive=additive,
+        zero_masked=zero_masked,
+    )
+
+
+def _end_masks(layer: Layer, q: Tensor, v: Tensor, k: Tensor, out: Tensor, query_mask: Tensor | None) -> Tensor:
+    """The output keeps the query's mask. Keras 3.7+'s MultiHeadAttention also deletes the masks of
+    the tensors it was called on, for every layer that reads them after it (a residual Add...)."""
+    out.mask = query_mask
+    if layer.keras_major >= 3 and layer.class_name == "MultiHeadAttention" and (layer.release() or (3, 7)) >= (3, 7):
+        layer.ends_masks = [t for t in dict.fromkeys((q, v, k)) if t.mask is not None]
+    return out
+
+
+@converter("MultiHeadAttention", mask="own")
 def multi_head_attention_layer(layer: Layer) -> Tensor:
-    q, v, k = _mha_inputs(layer)
+    q, v, k, key_given = _mha_inputs(layer)
+    masks = _mha_masks(layer, q, v, k, key_given)
     heads = as_int(layer.get("num_heads"), "num_heads")
     key_dim = as_int(layer.get("key_dim"), "key_dim")
     value_dim = as_int(layer.get("value_dim") or key_dim, "value_dim")
@@ -189,18 +291,26 @@ def multi_head_attention_layer(layer: Layer) -> Tensor:
         kernel, bias = flat(kernels[i], x.shape[-1]), flat(biases[i], None)
         return layer.call(mha_project, x, kernel, bias, shape=x.shape[:-1] + (heads, size), heads=(heads, size))
 
+    if any(m is not None for m in masks) and (q.rank != 3 or axes != (1,)):
+        raise layer.unsupported("masks with attention over other than the steps of (batch, steps, features)")
     qp, kp, vp = project(q, 0, key_dim), project(k, 1, key_dim), project(v, 2, value_dim)
     scale = 1.0 / float(np.sqrt(float(key_dim)))
-    o = layer.call(mha_attend, qp, kp, vp, shape=qp.shape[:-1] + (value_dim,), axes=axes, scale=scale, causal=causal)
+    if any(m is not None for m in masks):
+        o = _masked_attention(layer, qp, kp, vp, masks, scale)
+    else:
+        shape = qp.shape[:-1] + (value_dim,)
+        o = layer.call(mha_attend, qp, kp, vp, shape=shape, axes=axes, scale=scale, causal=causal)
     kernel, bias = flat(kernels[3], heads * value_dim), flat(biases[3], None)
-    return layer.call(mha_output, o, kernel, bias, shape=q.shape[:-1] + out_shape, out_shape=out_shape)
+    out = layer.call(mha_output, o, kernel, bias, shape=q.shape[:-1] + out_shape, out_shape=out_shape)
+    return _end_masks(layer, q, v, k, out, q.mask)
 
 
-@converter("GroupedQueryAttention", "GroupQueryAttention")
+@converter("GroupedQueryAttention", "GroupQueryAttention", mask="own")
 def group_query_attention_layer(layer: Layer) -> Tensor:
     """Keras 3's GroupQueryAttention: MultiHeadAttention whose key/value projections have fewer
     heads, each repeated for a group of query heads (Keras's ops.repeat on the head axis)."""
-    q, v, k = _mha_inputs(layer)
+    q, v, k, key_given = _mha_inputs(layer)
+    masks = _mha_masks(layer, q, v, k, key_given)
     head_dim = as_int(layer.get("head_dim"), "head_dim")
     q_heads = as_int(layer.get("num_query_heads"), "num_query_heads")
     kv_heads = as_int(layer.get("num_key_value_heads"), "num_key_value_heads")
@@ -235,12 +345,16 @@ def group_query_attention_layer(layer: Layer) -> Tensor:
         kp = layer.call(repeat_heads, kp, shape=kp.shape[:-2] + (q_heads, head_dim), repeats=repeats)
         vp = layer.call(repeat_heads, vp, shape=vp.shape[:-2] + (q_heads, head_dim), repeats=repeats)
     scale = 1.0 / float(np.sqrt(float(head_dim)))
-    o = layer.call(mha_attend, qp, kp, vp, shape=qp.shape, axes=(1,), scale=scale, causal=_causal(layer))
-    return layer.call(mha_output, o, kernels[3], biases[3], shape=q.shape, out_shape=(features,))
+    if any(m is not None for m in masks):
+        o = _masked_attention(layer, qp, kp, vp, masks, scale)
+    else:
+        o = layer.call(mha_attend, qp, kp, vp, shape=qp.shape, axes=(1,), scale=scale, causal=_causal(layer))
+    out = layer.call(mha_output, o, kernels[3], biases[3], shape=q.shape, out_shape=(features,))
+    return _end_masks(layer, q, v, k, out, q.mask)
 
 
 def _attention_inputs(layer: Layer) -> tuple[Tensor, Tensor, Tensor]:
-    _refuse_masks(layer, ("mask",))
+    _refuse_scores(layer)
     xs = layer.inputs
     if len(xs) not in (2, 3):
         raise BadModelFile(f"{layer.describe()} needs [query, value] or [query, value, key], got {len(xs)} tensors")
@@ -253,7 +367,7 @@ def _attention_inputs(layer: Layer) -> tuple[Tensor, Tensor, Tensor]:
     return q, v, k
 
 
-@converter("Attention")
+@converter("Attention", mask="own")
 def attention_layer(layer: Layer) -> Tensor:
     q, v, k = _attention_inputs(layer)
     mode = layer.get("score_mode", "dot")
@@ -267,17 +381,36 @@ def attention_layer(layer: Layer) -> Tensor:
         s = layer.call(dot_scores, q, k, scale, shape=shape)
     else:
         s = layer.call(concat_scores, q, k, scale, weights.pop(0), shape=shape)
-    return layer.call(attend, s, v, shape=q.shape[:-1] + v.shape[-1:], causal=_causal(layer))
+    return _attend(layer, q, v, s)
 
 
-@converter("AdditiveAttention")
+def _attend(layer: Layer, q: Tensor, v: Tensor, s: Tensor) -> Tensor:
+    """Softmax over the scores, then the values; with Keras's masks [query, value(, key)]: the call's
+    `mask=` argument, else the inputs' own masks (the key's is never read)."""
+    given = layer.kwargs.get("mask")
+    masks = list(given) if isinstance(given, (list, tuple)) else [t.mask for t in layer.inputs]
+    if (given is not None and not isinstance(given, (list, tuple))) or len(masks) not in (2, 3):
+        raise layer.unsupported(f"a mask= call argument that is not a list of 2 or 3: {str(given)[:40]}")
+    q_mask, v_mask = masks[0], masks[1]
+    shape = q.shape[:-1] + v.shape[-1:]
+    if q_mask is None and v_mask is None:
+        return layer.call(attend, s, v, shape=shape, causal=_causal(layer))
+    for m, t, what in ((q_mask, q, "query"), (v_mask, v, "value")):
+        if m is not None and (not isinstance(m, Tensor) or m.shape != t.shape[:-1] or m.dtype != "bool" or t.rank != 3):
+            raise layer.unsupported(f"a {what} mask {getattr(m, 'shape', m)} for a {what} of shape {t.shape}")
+    out = layer.call(attend_masked, s, v, v_mask, q_mask, shape=shape, causal=_causal(layer))
+    out.mask = q_mask
+    return out
+
+
+@converter("AdditiveAttention", mask="own")
 def additive_attention_layer(layer: Layer) -> Tensor:
     q, v, k = _attention_inputs(layer)
     use_scale = bool(layer.get("use_scale", True))
     weights = layer.expect_weights(*([(q.shape[-1],)] if use_scale else []))
     scale = weights[0] if use_scale else None
     s = layer.call(additive_scores, q, k, scale, shape=q.shape[:-1] + (k.shape[-2],))
-    return layer.call(attend, s, v, shape=q.shape[:-1] + v.shape[-1:], causal=_causal(layer))
+    return _attend(layer, q, v, s)
 
 
 # ----------------------------------------------------------------------------- EinsumDense
@@ -315,7 +448,7 @@ def parse_einsum_dense(layer: Layer, equation: Any, rank: int) -> tuple[str, str
     return inp, ker, out
 
 
-@converter("EinsumDense")
+@converter("EinsumDense", mask="drop")
 def einsum_dense_layer(layer: Layer) -> Tensor:
     x = layer.input
     if layer.get("lora_rank"):

@@ -27,7 +27,7 @@ class Tensor:
     shape: Shape | None
     dtype: str = "float32"
     # Keras's mask: a Tensor holding a (batch, time) boolean array, set by Masking/Embedding(mask_zero)
-    # and passed on by the layers in MASK_POLICY "pass"; graph.py refuses it reaching any other layer.
+    # and then by each layer as Keras would (see MASK_POLICY and graph._apply_mask_policy).
     mask: Tensor | None = None
 
     @property
@@ -68,10 +68,15 @@ class Op:
 
 Converter = Callable[["Layer"], Any]
 CONVERTERS: dict[str, Converter] = {}
-# What a layer does with an incoming Keras mask: "pass" (output keeps the input's mask: Dense,
-# Activation, Dropout...), "drop" (Keras 3 drops it and the math never reads it: Flatten...),
-# "own" (the converter reads `tensor.mask` itself). Layers not listed are refused when a mask reaches them.
+# What a layer does with an incoming Keras mask, from its Keras class (`supports_masking`,
+# `compute_mask`, a `mask` argument of `call`): "pass" (supports masking, default compute_mask: the
+# output keeps the mask; the math never reads it: Dense, BatchNormalization, Dropout...), "drop"
+# (does not support masking: Keras computes without the mask and drops it: Conv1D, Flatten, every
+# keras.ops node...), "own" (the converter reads the mask and sets its output's: Softmax, merges,
+# attention, recurrent layers). Layers not listed are refused when a mask reaches them.
 MASK_POLICY: dict[str, str] = {}
+MASK_POLICY_KERAS2: dict[str, str] = {}  # where tf-keras's class differs (Rescaling: "drop" there)
+MASK_POLICIES = ("pass", "drop", "own")
 WRAPS: dict[str, tuple] = {}  # class name -> config keys holding wrapped layers (see `converter`)
 
 
@@ -131,12 +136,17 @@ def traits(fn: Any) -> Traits:
     return TRAITS.get(fn, NO_TRAITS)
 
 
-def converter(*class_names: str, mask: str | None = None, wraps: tuple = ()) -> Callable[[Converter], Converter]:
-    """Register a converter for Keras class names (aliases included), with its mask policy.
+def converter(
+    *class_names: str, mask: str | None = None, mask_keras2: str | None = None, wraps: tuple = ()
+) -> Callable[[Converter], Converter]:
+    """Register a converter for Keras class names (aliases included), with its mask policy (see
+    MASK_POLICY) and, where tf-keras's class treats masks differently, its policy in Keras 2 files.
 
     `wraps`: the config keys that hold wrapped layers (Bidirectional's `layer` and `backward_layer`):
     those are checked for support like the model's own layers, before any conversion.
     """
+    if any(p not in MASK_POLICIES for p in (mask, mask_keras2) if p is not None):
+        raise RuntimeError(f"unknown mask policy for {class_names}")
 
     def register(fn: Converter) -> Converter:
         for name in class_names:
@@ -145,11 +155,20 @@ def converter(*class_names: str, mask: str | None = None, wraps: tuple = ()) -> 
             CONVERTERS[name] = fn
             if mask is not None:
                 MASK_POLICY[name] = mask
+            if mask_keras2 is not None:
+                MASK_POLICY_KERAS2[name] = mask_keras2
             if wraps:
                 WRAPS[name] = tuple(wraps)
         return fn
 
     return register
+
+
+def mask_policy(class_name: str, keras_major: int) -> str | None:
+    """What a layer of this class does with a mask in files of this Keras major version (None: unknown)."""
+    if keras_major < 3 and class_name in MASK_POLICY_KERAS2:
+        return MASK_POLICY_KERAS2[class_name]
+    return MASK_POLICY.get(class_name)
 
 
 @dataclass(eq=False)
@@ -173,6 +192,10 @@ class Layer:
     weight_names: list = field(default_factory=list)
     keras_version: str = ""  # the writer's full Keras version, for behaviour that changed within a major version
     assets: dict = field(default_factory=dict)  # the layer's files in a .keras archive's assets/ (name -> bytes)
+    # Tensors whose Keras mask this call deletes for the layers that run after it (Keras 3.7+'s
+    # MultiHeadAttention does so to its inputs); graph.py applies it, or refuses where Keras's order
+    # of the other readers is not known.
+    ends_masks: list = field(default_factory=list)
 
     # ----- inputs
     @property
@@ -197,6 +220,24 @@ class Layer:
         if len(inputs) != 1:
             raise UnsupportedModel(f"{self.describe()} expects one input tensor, got {len(inputs)}")
         return inputs[0]
+
+    def call_mask(self, x: Tensor, name: str = "mask") -> Tensor | None:
+        """The mask Keras hands this call for `x`: the `name=` call argument when the file gives one
+        (Keras 3.15 writes every mask-aware layer's mask so, computed by keras.ops nodes), else the
+        mask that x carries."""
+        given = self.kwargs.get(name)
+        if given is None:
+            return x.mask
+        if not isinstance(given, Tensor):
+            raise self.unsupported(f"a {name}= call argument that is not one tensor: {str(given)[:40]}")
+        return given
+
+    def release(self) -> tuple[int, int] | None:
+        """The writer's Keras (major, minor) version, None when the file does not say."""
+        parts = self.keras_version.split(".")
+        if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+            return None
+        return int(parts[0]), int(parts[1])
 
     def describe(self) -> str:
         # The name comes from the file: escaped (one printable line) and cut short (names may be 10,000 chars).
@@ -246,6 +287,8 @@ class Layer:
             ops=self.ops,
             options=self.options,
             state_slots=self.state_slots,
+            backend=self.backend,
+            keras_version=self.keras_version,
         )
 
     # ----- stateful layers

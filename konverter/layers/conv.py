@@ -306,7 +306,7 @@ def _positive(layer: Layer, key: str, default: int | None = None) -> int:
     return value
 
 
-@converter("Conv1D", "Conv2D", "Conv3D")
+@converter("Conv1D", "Conv2D", "Conv3D", mask="drop")
 def conv_layer(layer: Layer) -> Tensor:
     options = spatial_options(layer)
     nd = len(options["kernel_size"])
@@ -341,7 +341,7 @@ def _depthwise_kernel(layer: Layer, options: dict, channels: int, multiplier: in
     return kernel
 
 
-@converter("DepthwiseConv1D", "DepthwiseConv2D")
+@converter("DepthwiseConv1D", "DepthwiseConv2D", mask="drop")
 def depthwise_conv_layer(layer: Layer) -> Tensor:
     options = spatial_options(layer)
     channels = _channels(layer, options)
@@ -354,7 +354,7 @@ def depthwise_conv_layer(layer: Layer) -> Tensor:
     return activate(layer, depthwise_conv, layer.input, kernel, bias, shape=shape, **options)
 
 
-@converter("SeparableConv1D", "SeparableConv2D")
+@converter("SeparableConv1D", "SeparableConv2D", mask="drop")
 def separable_conv_layer(layer: Layer) -> Tensor:
     options = spatial_options(layer)
     channels = _channels(layer, options)
@@ -370,7 +370,7 @@ def separable_conv_layer(layer: Layer) -> Tensor:
     return activate(layer, separable_conv, layer.input, depthwise, pointwise, bias, shape=shape, **options)
 
 
-@converter("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+@converter("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", mask="drop")
 def conv_transpose_layer(layer: Layer) -> Tensor:
     options = spatial_options(layer, transpose=True)
     nd = len(options["kernel_size"])

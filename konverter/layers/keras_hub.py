@@ -105,7 +105,7 @@ def _positions_fit(layer: Layer, x: Tensor, rows: int, start: int) -> None:
         raise BadModelFile(f"{layer.describe()} has {rows} positions, the input needs {start + x.shape[-2]}")
 
 
-@converter(*hub_names("PositionEmbedding"))
+@converter(*hub_names("PositionEmbedding"), mask="drop")
 def position_embedding_layer(layer: Layer) -> Tensor:
     x = layer.input
     rows = as_int(layer.get("sequence_length"), "sequence_length")
@@ -139,7 +139,7 @@ def token_and_position_embedding_layer(layer: Layer) -> Tensor:
     return out
 
 
-@converter(*hub_names("SinePositionEncoding"))
+@converter(*hub_names("SinePositionEncoding"), mask="drop")
 def sine_position_encoding_layer(layer: Layer) -> Tensor:
     x = layer.input
     layer.expect_weights()
@@ -151,7 +151,7 @@ def sine_position_encoding_layer(layer: Layer) -> Tensor:
     return layer.call(sine_position_encoding, x, shape=x.shape, max_wavelength=wavelength, start=start)
 
 
-@converter(*hub_names("RotaryEmbedding"))
+@converter(*hub_names("RotaryEmbedding"), mask="drop")
 def rotary_embedding_layer(layer: Layer) -> Tensor:
     x = layer.input
     layer.expect_weights()

@@ -154,7 +154,7 @@ def _kernel_shape(layer: Layer, geometry: dict) -> tuple:
     return (connected * channels * filters,)
 
 
-@converter("LocallyConnected1D", "LocallyConnected2D")
+@converter("LocallyConnected1D", "LocallyConnected2D", mask="drop")
 def locally_connected_layer(layer: Layer) -> Tensor:
     nd = _RANK[layer.class_name]
     x = layer.input

@@ -2,6 +2,13 @@
 
 Keras's elementwise merges broadcast per sample: inputs of lower rank are first expanded at
 axis 1 (right after the batch axis) until all ranks agree, then NumPy broadcasting applies.
+
+Masks (each input's mask covers its positions, its shape without the feature axis): tf-keras keeps
+the positions that every masked input keeps (AND; an unmasked input does not count); Keras 3 keeps
+the positions that any input keeps (OR) when every input is masked, else none, and its Multiply,
+Maximum and Minimum also let a masked position take no part in the result. Concatenate along the
+features combines the masks the same way (an unmasked input counting as all True); along another
+axis it concatenates them. Dot drops them.
 """
 
 from __future__ import annotations
@@ -67,6 +74,55 @@ def concatenate(xs, axis):
     return np.concatenate(xs, axis=axis)
 
 
+def masks_and(masks):
+    # tf-keras: a position stays unmasked where every masked input keeps it.
+    keep = masks[0]
+    for m in masks[1:]:
+        keep = keep & m
+    return keep
+
+
+def masks_or(masks):
+    # Keras 3: a position stays unmasked where any input keeps it.
+    keep = masks[0]
+    for m in masks[1:]:
+        keep = keep | m
+    return keep
+
+
+def concatenate_masks(xs, masks, axis):
+    # Concatenate along an axis other than the features: the masks side by side, all True for an
+    # unmasked input (a mask has the shape of its input without the feature axis).
+    return np.concatenate([np.ones(x.shape[:-1], dtype=bool) if m is None else m for x, m in zip(xs, masks)], axis)
+
+
+def merge_multiply_masked(xs, masks):
+    # Keras 3's Multiply: a masked position of an input counts as 1; when every input is masked,
+    # the positions that all of them mask are 0.
+    y = None
+    for x, m in zip(xs, masks):
+        if m is not None:
+            x = np.where(m[..., None], x, 1.0)
+        y = x if y is None else y * x
+    if all(m is not None for m in masks):
+        y = np.where(masks_or(masks)[..., None], y, 0.0)
+    return y
+
+
+def merge_extremum_masked(xs, masks, largest):
+    # Keras 3's Maximum and Minimum: where one side is masked it takes the other side's value
+    # (while the running result is masked, i.e. its inputs so far all masked the position).
+    y, keep = xs[0], masks[0]
+    for x, m in zip(xs[1:], masks[1:]):
+        if m is not None:
+            x = np.where(m[..., None], x, y)
+        if keep is not None:
+            y = np.where(keep[..., None], y, x)
+        keep = keep | m if keep is not None and m is not None else None
+        y = np.maximum(y, x) if largest else np.minimum(y, x)
+    return y
+
+
 def l2_normalize(x, axis, eps):
     return x / np.sqrt(np.maximum(np.sum(x * x, axis=axis, keepdims=True), eps))
 
@@ -98,7 +154,8 @@ def broadcast_shapes(layer: Layer, shapes: list) -> tuple:
     return tuple(out)
 
 
-def _merge_inputs(layer: Layer, exactly: int | None = None) -> tuple[list, tuple]:
+def _merge_inputs(layer: Layer, exactly: int | None = None) -> tuple[list, tuple, list]:
+    """The inputs expanded to one rank, the output's shape, and the inputs' masks."""
     xs = layer.inputs
     if len(xs) < 1 or (exactly is not None and len(xs) != exactly):
         want = f"exactly {exactly}" if exactly else "at least 1"
@@ -106,11 +163,38 @@ def _merge_inputs(layer: Layer, exactly: int | None = None) -> tuple[list, tuple
     layer.expect_weights()
     shape = broadcast_shapes(layer, [x.shape for x in xs])
     rank = len(shape) + 1
+    masks = _input_masks(layer, xs)
+    if any(m is not None for m in masks) and any(x.rank != rank for x in xs):
+        raise layer.unsupported("masked inputs of different ranks (Keras reshapes them and loses the masks)")
     xs = [
         x if x.rank == rank else layer.call(expand_rank, x, rank=rank, shape=(1,) * (rank - x.rank) + x.shape)
         for x in xs
     ]
-    return xs, shape
+    return xs, shape, masks
+
+
+def _input_masks(layer: Layer, xs: list) -> list:
+    """Each input's Keras mask (None where unmasked), checked to cover its positions."""
+    masks = [x.mask for x in xs]
+    shapes = {m.shape for m in masks if m is not None}
+    for x, m in zip(xs, masks):
+        if m is not None and (m.shape != x.shape[:-1] or m.dtype != "bool"):
+            raise layer.unsupported(f"a mask of shape {m.shape} ({m.dtype}) for an input of shape {x.shape}")
+    if len(shapes) > 1:
+        raise layer.unsupported(f"inputs whose masks have different shapes {sorted(shapes, key=str)}")
+    return masks
+
+
+def _combined_mask(layer: Layer, masks: list) -> Tensor | None:
+    """The output's mask, by the writer's Keras: AND of the masked inputs' (tf-keras), OR of all
+    inputs' when every input is masked, else none (Keras 3)."""
+    present = [m for m in masks if m is not None]
+    if not present or (layer.keras_major >= 3 and len(present) < len(masks)):
+        return None
+    if len(present) == 1:
+        return present[0]
+    fn = masks_or if layer.keras_major >= 3 else masks_and
+    return layer.call(fn, present, shape=present[0].shape, dtype="bool")
 
 
 MERGES = {
@@ -122,21 +206,32 @@ MERGES = {
 }
 
 
-@converter(*MERGES)
+@converter(*MERGES, mask="own")
 def merge_layer(layer: Layer) -> Tensor:
-    xs, shape = _merge_inputs(layer)
-    if len(xs) == 1:
+    xs, shape, masks = _merge_inputs(layer)
+    masked = any(m is not None for m in masks)
+    if masked and layer.keras_major >= 3 and layer.class_name == "Multiply":
+        y = layer.call(merge_multiply_masked, xs, masks, shape=shape)
+    elif masked and layer.keras_major >= 3 and layer.class_name in ("Maximum", "Minimum"):
+        largest = layer.class_name == "Maximum"
+        y = layer.call(merge_extremum_masked, xs, masks, shape=shape, largest=largest)
+    elif len(xs) == 1:  # Keras's result and mask are the input's
         return xs[0]
-    return layer.call(MERGES[layer.class_name], xs, shape=shape)
+    else:
+        y = layer.call(MERGES[layer.class_name], xs, shape=shape)
+    y.mask = _combined_mask(layer, masks)
+    return y
 
 
-@converter("Subtract")
+@converter("Subtract", mask="own")
 def subtract_layer(layer: Layer) -> Tensor:
-    (a, b), shape = _merge_inputs(layer, exactly=2)
-    return layer.call(merge_subtract, a, b, shape=shape)
+    (a, b), shape, masks = _merge_inputs(layer, exactly=2)
+    y = layer.call(merge_subtract, a, b, shape=shape)
+    y.mask = _combined_mask(layer, masks)
+    return y
 
 
-@converter("Concatenate")
+@converter("Concatenate", mask="own")
 def concatenate_layer(layer: Layer) -> Tensor:
     xs = layer.inputs
     layer.expect_weights()
@@ -157,12 +252,20 @@ def concatenate_layer(layer: Layer) -> Tensor:
                 shape[i] = b
     sizes = [x.shape[axis - 1] for x in xs]
     shape[axis - 1] = None if None in sizes else sum(sizes)
-    if len(xs) == 1:
+    masks = _input_masks(layer, xs)
+    if len(xs) == 1:  # Keras's result and mask are the input's
         return xs[0]
-    return layer.call(concatenate, xs, shape=tuple(shape), axis=axis)
+    y = layer.call(concatenate, xs, shape=tuple(shape), axis=axis)
+    if all(m is None for m in masks):
+        return y
+    if axis == rank - 1:  # along the features: one mask per position, combined as for Add
+        y.mask = _combined_mask(layer, masks)
+    else:
+        y.mask = layer.call(concatenate_masks, xs, masks, shape=tuple(shape[:-1]), dtype="bool", axis=axis)
+    return y
 
 
-@converter("Dot")
+@converter("Dot", mask="drop")
 def dot_layer(layer: Layer) -> Tensor:
     xs = layer.inputs
     if len(xs) != 2:

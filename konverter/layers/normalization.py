@@ -19,7 +19,7 @@ def scale_only(x, scale):
     return x * scale
 
 
-@converter("BatchNormalization", "BatchNormalizationV1", "BatchNormalizationV2", "SyncBatchNormalization")
+@converter("BatchNormalization", "BatchNormalizationV1", "BatchNormalizationV2", "SyncBatchNormalization", mask="pass")
 def batch_normalization_layer(layer: Layer) -> Tensor:
     x = layer.input
     rank = x.rank
@@ -52,7 +52,7 @@ def batch_normalization_layer(layer: Layer) -> Tensor:
     return layer.call(scale_shift, x, a, b, shape=x.shape)
 
 
-@converter("Rescaling")
+@converter("Rescaling", mask="pass", mask_keras2="drop")
 def rescaling_layer(layer: Layer) -> Tensor:
     x = layer.input
     scale, offset = layer.get("scale", 1.0), layer.get("offset", 0.0)
@@ -146,7 +146,7 @@ def _broadcastable(array: np.ndarray, x: Tensor, axes: list) -> np.ndarray:
     return np.asarray(array, dtype=np.float32).reshape(shape)
 
 
-@converter("LayerNormalization")
+@converter("LayerNormalization", mask="pass")
 def layer_normalization_layer(layer: Layer) -> Tensor:
     x = layer.input
     axes = _axes(layer, x, layer.get("axis", -1))
@@ -163,7 +163,7 @@ def layer_normalization_layer(layer: Layer) -> Tensor:
     return layer.call(layer_norm, x, gamma, beta, shape=x.shape, axes=tuple(axes), eps=eps)
 
 
-@converter("RMSNormalization")
+@converter("RMSNormalization", mask="drop")
 def rms_normalization_layer(layer: Layer) -> Tensor:
     x = layer.input
     axes = _axes(layer, x, layer.get("axis", -1))
@@ -174,7 +174,7 @@ def rms_normalization_layer(layer: Layer) -> Tensor:
     return layer.call(rms_norm, x, _broadcastable(scale, x, axes), shape=x.shape, axes=tuple(axes), eps=eps)
 
 
-@converter("UnitNormalization")
+@converter("UnitNormalization", mask="pass")
 def unit_normalization_layer(layer: Layer) -> Tensor:
     x = layer.input
     layer.expect_weights()
@@ -183,9 +183,12 @@ def unit_normalization_layer(layer: Layer) -> Tensor:
     return layer.call(unit_norm, x, shape=x.shape, axes=tuple(axes), eps=eps)
 
 
-@converter("GroupNormalization")
+# tf-keras's GroupNormalization weighs its statistics by the mask: refused there (see below).
+@converter("GroupNormalization", mask="pass", mask_keras2="own")
 def group_normalization_layer(layer: Layer) -> Tensor:
     x = layer.input
+    if layer.keras_major < 3 and layer.call_mask(x) is not None:
+        raise layer.unsupported("a mask in a tf-keras file (its statistics are weighted by the mask)")
     (axis,) = _axes(layer, x, layer.get("axis", -1))
     channels = x.shape[axis - 1]
     groups = as_int(layer.get("groups", 32), "GroupNormalization groups")
@@ -218,7 +221,7 @@ def _config_statistic(layer: Layer, value: object, keep: tuple, what: str) -> np
         raise BadModelFile(f"{layer.describe()}: {what} of shape {array.shape} does not fit axes {keep}") from None
 
 
-@converter("Normalization")
+@converter("Normalization", mask="pass", mask_keras2="drop")
 def normalization_layer(layer: Layer) -> Tensor:
     x = layer.input
     value = layer.get("axis", -1)

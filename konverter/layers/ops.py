@@ -4,6 +4,11 @@ Unlike layers, ops see the whole batched tensor: their axes count the batch axis
 shapes include it. Only ops that stay per-sample are converted; an op that would reduce,
 move or reshape the batch axis (or mix samples, like matmul on a 2-D tensor) is refused.
 Converters are registered as "ops.<Class>" (see graph.converter_key).
+
+An operation is not a layer: Keras neither hands it a mask nor puts one on its result, so every
+op drops masks. Keras 3.15 records the computation of a Functional model's masks as op nodes
+(Masking: NotEqual then Any; Embedding(mask_zero): NotEqual; merges: LogicalOr, OnesLike,
+Concatenate...) whose boolean result reaches the mask-aware layers as their `mask=` argument.
 """
 
 from __future__ import annotations
@@ -158,8 +163,12 @@ def _ops_args(layer: Layer, count: int) -> list:
     return args
 
 
-@converter(*(f"ops.{name}" for name in BINARY))
+@converter(*(f"ops.{name}" for name in BINARY), mask="drop")
 def binary_op(layer: Layer) -> Tensor:
+    return _binary(layer, BINARY[layer.class_name[4:]], "float32")
+
+
+def _binary(layer: Layer, fn, dtype: str) -> Tensor:
     a, b = _ops_args(layer, 2)
     tensors = [v for v in (a, b) if isinstance(v, Tensor)]
     if not tensors:
@@ -167,10 +176,10 @@ def binary_op(layer: Layer) -> Tensor:
     rank = tensors[0].rank
     (a, sa), (b, sb) = _operand(layer, a, rank), _operand(layer, b, rank)
     shape = broadcast_shapes(layer, [sa, sb])
-    return layer.call(BINARY[layer.class_name[4:]], a, b, shape=shape)
+    return layer.call(fn, a, b, shape=shape, dtype=dtype)
 
 
-@converter(*(f"ops.{name}" for name in UNARY))
+@converter(*(f"ops.{name}" for name in UNARY), mask="drop")
 def unary_op(layer: Layer) -> Tensor:
     (x,) = _ops_args(layer, 1)
     if not isinstance(x, Tensor):
@@ -213,7 +222,6 @@ ACTIVATION_OPS = {
 }
 
 
-# Keras drops a mask at an operation (only layers carry masks on), so these never pass one on.
 @converter(*(f"ops.{name}" for name in ACTIVATION_OPS), "ops.ReLU", mask="drop")
 def activation_op(layer: Layer) -> Tensor:
     (x,) = _ops_args(layer, 1)
@@ -259,7 +267,7 @@ def _reduce_axes(layer: Layer, x: Tensor, value: Any) -> tuple:
     return axes
 
 
-@converter(*(f"ops.{name}" for name in REDUCE))
+@converter(*(f"ops.{name}" for name in REDUCE), mask="drop")
 def reduce_op(layer: Layer) -> Tensor:
     (x,) = _ops_args(layer, 1)
     if layer.get("initial") is not None:
@@ -270,7 +278,7 @@ def reduce_op(layer: Layer) -> Tensor:
     return layer.call(REDUCE[layer.class_name[4:]], x, shape=shape, axis=axes, keepdims=keepdims)
 
 
-@converter("ops.Matmul")
+@converter("ops.Matmul", mask="drop")
 def matmul_op(layer: Layer) -> Tensor:
     a, b = _ops_args(layer, 2)
     if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
@@ -283,7 +291,7 @@ def matmul_op(layer: Layer) -> Tensor:
     return layer.call(op_matmul, a, b, shape=lead + (a.shape[-2], b.shape[-1]))
 
 
-@converter("ops.Reshape")
+@converter("ops.Reshape", mask="drop")
 def reshape_op(layer: Layer) -> Tensor:
     (x,) = _ops_args(layer, 1)
     new = layer.get("newshape", layer.get("new_shape"))
@@ -295,10 +303,10 @@ def reshape_op(layer: Layer) -> Tensor:
     size = None if None in x.shape else int(np.prod(x.shape, dtype=np.int64))
     if size is not None and size != int(np.prod(target, dtype=np.int64)):
         raise BadModelFile(f"{layer.describe()} cannot reshape {x.shape} into {target}")
-    return layer.call(op_reshape, x, target, shape=target)  # positional: `shape=` is the result's
+    return layer.call(op_reshape, x, target, shape=target, dtype=x.dtype)  # positional: `shape=` is the result's
 
 
-@converter("ops.Transpose")
+@converter("ops.Transpose", mask="drop")
 def transpose_op(layer: Layer) -> Tensor:
     (x,) = _ops_args(layer, 1)
     axes = layer.get("axes")
@@ -307,30 +315,30 @@ def transpose_op(layer: Layer) -> Tensor:
     axes = tuple(layer.axis(a, x.rank) for a in as_int_tuple(axes, "transpose axes"))
     if sorted(axes) != list(range(x.rank)) or axes[0] != 0:
         raise layer.unsupported(f"transpose with axes {axes}, which moves the batch axis")
-    return layer.call(op_transpose, x, shape=tuple(x.shape[a - 1] for a in axes[1:]), axes=axes)
+    return layer.call(op_transpose, x, shape=tuple(x.shape[a - 1] for a in axes[1:]), dtype=x.dtype, axes=axes)
 
 
-@converter("ops.ExpandDims")
+@converter("ops.ExpandDims", mask="drop")
 def expand_dims_op(layer: Layer) -> Tensor:
     (x,) = _ops_args(layer, 1)
     axis = layer.axis(as_int(layer.get("axis"), "expand_dims axis"), x.rank + 1)
     if axis == 0:
         raise layer.unsupported("expand_dims in front of the batch axis")
     shape = x.shape[: axis - 1] + (1,) + x.shape[axis - 1 :]
-    return layer.call(op_expand_dims, x, shape=shape, axis=axis)
+    return layer.call(op_expand_dims, x, shape=shape, dtype=x.dtype, axis=axis)
 
 
-@converter("ops.Squeeze")
+@converter("ops.Squeeze", mask="drop")
 def squeeze_op(layer: Layer) -> Tensor:
     (x,) = _ops_args(layer, 1)
     axes = _reduce_axes(layer, x, layer.get("axis"))
     if any(x.shape[a - 1] != 1 for a in axes):
         raise BadModelFile(f"{layer.describe()} squeezes an axis whose size is not 1")
     shape = tuple(d for i, d in enumerate(x.shape) if i + 1 not in axes)
-    return layer.call(op_squeeze, x, shape=shape, axis=axes)
+    return layer.call(op_squeeze, x, shape=shape, dtype=x.dtype, axis=axes)
 
 
-@converter("ops.Concatenate")
+@converter("ops.Concatenate", mask="drop")
 def concatenate_op(layer: Layer) -> Tensor:
     (xs,) = _ops_args(layer, 1)
     if not isinstance(xs, list) or not xs or not all(isinstance(t, Tensor) for t in xs):
@@ -344,7 +352,7 @@ def concatenate_op(layer: Layer) -> Tensor:
     sizes = [t.shape[axis - 1] for t in xs]
     shape = list(xs[0].shape)
     shape[axis - 1] = None if None in sizes else sum(sizes)
-    return layer.call(concatenate, xs, shape=tuple(shape), axis=axis)
+    return layer.call(concatenate, xs, shape=tuple(shape), dtype=_common_dtype(layer, xs), axis=axis)
 
 
 def _slice_entry(layer: Layer, entry: Any) -> Any:
@@ -361,7 +369,7 @@ def _slice_entry(layer: Layer, entry: Any) -> Any:
     raise layer.unsupported(f"indexing with {str(entry)[:40]}")
 
 
-@converter("ops.GetItem")
+@converter("ops.GetItem", mask="drop")
 def get_item_op(layer: Layer) -> Tensor:
     x, key = _ops_args(layer, 2)
     if not isinstance(x, Tensor):
@@ -394,10 +402,10 @@ def get_item_op(layer: Layer) -> Tensor:
             shape.append(len(range(*slice(*entry).indices(size))))
         else:
             shape.append(None)
-    return layer.call(op_get_item, x, shape=tuple(shape), key=tuple(entries))
+    return layer.call(op_get_item, x, shape=tuple(shape), dtype=x.dtype, key=tuple(entries))
 
 
-@converter("ops.Stack")
+@converter("ops.Stack", mask="drop")
 def stack_op(layer: Layer) -> Tensor:
     (xs,) = _ops_args(layer, 1)
     if not isinstance(xs, list) or not xs or not all(isinstance(t, Tensor) for t in xs):
@@ -408,4 +416,113 @@ def stack_op(layer: Layer) -> Tensor:
     if axis == 0:
         raise layer.unsupported("stacking along the batch axis")
     shape = xs[0].shape[: axis - 1] + (len(xs),) + xs[0].shape[axis - 1 :]
-    return layer.call(op_stack, xs, shape=shape, axis=axis)
+    return layer.call(op_stack, xs, shape=shape, dtype=_common_dtype(layer, xs), axis=axis)
+
+
+def _common_dtype(layer: Layer, xs: list) -> str:
+    """The dtype of tensors joined into one (concatenate, stack): theirs when they agree."""
+    dtypes = {t.dtype for t in xs}
+    return dtypes.pop() if len(dtypes) == 1 else "float32"
+
+
+# ----------------------------------------------------------------------------- boolean ops (masks)
+
+
+def op_not_equal(a, b):
+    return a != b
+
+
+def op_equal(a, b):
+    return a == b
+
+
+def op_logical_and(a, b):
+    return np.logical_and(a, b)
+
+
+def op_logical_or(a, b):
+    return np.logical_or(a, b)
+
+
+def op_logical_not(x):
+    return np.logical_not(x)
+
+
+def op_any(x, axis, keepdims):
+    return np.any(x, axis=axis, keepdims=keepdims)
+
+
+def op_all(x, axis, keepdims):
+    return np.all(x, axis=axis, keepdims=keepdims)
+
+
+def op_full_like(x, value, kind):
+    # ones_like / zeros_like: a new array of x's shape (the batch's too) holding `value`.
+    return np.full(x.shape, value, dtype=kind)
+
+
+BOOLEAN_BINARY = {
+    "NotEqual": op_not_equal,
+    "Equal": op_equal,
+    "LogicalAnd": op_logical_and,
+    "LogicalOr": op_logical_or,
+}
+BOOLEAN_REDUCE = {"Any": op_any, "All": op_all}
+# The dtypes a ones_like/zeros_like node may ask for, by Keras's name (NumPy's is the same).
+LIKE_DTYPES = ("bool", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8")
+
+
+@converter(*(f"ops.{name}" for name in BOOLEAN_BINARY), mask="drop")
+def boolean_binary_op(layer: Layer) -> Tensor:
+    return _binary(layer, BOOLEAN_BINARY[layer.class_name[4:]], "bool")
+
+
+@converter("ops.LogicalNot", mask="drop")
+def logical_not_op(layer: Layer) -> Tensor:
+    (x,) = _ops_args(layer, 1)
+    if not isinstance(x, Tensor):
+        raise BadModelFile(f"{layer.describe()} has no tensor operand")
+    return layer.call(op_logical_not, x, shape=x.shape, dtype="bool")
+
+
+@converter(*(f"ops.{name}" for name in BOOLEAN_REDUCE), mask="drop")
+def boolean_reduce_op(layer: Layer) -> Tensor:
+    (x,) = _ops_args(layer, 1)
+    axes = _reduce_axes(layer, x, layer.get("axis"))
+    keepdims = bool(layer.get("keepdims", False))
+    shape = tuple(1 if i + 1 in axes else d for i, d in enumerate(x.shape) if keepdims or i + 1 not in axes)
+    fn = BOOLEAN_REDUCE[layer.class_name[4:]]
+    return layer.call(fn, x, shape=shape, dtype="bool", axis=axes, keepdims=keepdims)
+
+
+@converter("ops.OnesLike", "ops.ZerosLike", mask="drop")
+def full_like_op(layer: Layer) -> Tensor:
+    (x,) = _ops_args(layer, 1)
+    if not isinstance(x, Tensor):
+        raise BadModelFile(f"{layer.describe()} has no tensor operand")
+    dtype = layer.get("dtype") or x.dtype
+    if dtype not in LIKE_DTYPES:
+        raise layer.unsupported(f"dtype {str(dtype)[:20]!r}")
+    value = 1 if layer.class_name == "ops.OnesLike" else 0
+    return layer.call(op_full_like, x, shape=x.shape, dtype=dtype, value=value, kind=dtype)
+
+
+def op_cast(x, kind):
+    return x.astype(kind)
+
+
+@converter("ops.ConvertToTensor", mask="drop")
+def convert_to_tensor_op(layer: Layer) -> Tensor:
+    """convert_to_tensor (Keras 3's Attention hands its query mask on through one): the tensor
+    itself, or cast to the dtype the node names."""
+    (x,) = _ops_args(layer, 1)
+    if not isinstance(x, Tensor):
+        raise BadModelFile(f"{layer.describe()} has no tensor operand")
+    if layer.get("sparse") or layer.get("ragged"):
+        raise layer.unsupported("a sparse or ragged tensor")
+    dtype = layer.get("dtype") or x.dtype
+    if dtype == x.dtype:
+        return x
+    if dtype not in LIKE_DTYPES:
+        raise layer.unsupported(f"dtype {str(dtype)[:20]!r}")
+    return layer.call(op_cast, x, shape=x.shape, dtype=dtype, kind=dtype)

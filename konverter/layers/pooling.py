@@ -163,7 +163,9 @@ def _rank_and_format(layer: Layer) -> tuple[int, bool]:
     return nd, data_format == "channels_first"
 
 
-@converter(*[n for n in _POOL_RANK if not n.startswith("Global")], *[a for a in _ALIASES if "Global" not in a])
+@converter(
+    *[n for n in _POOL_RANK if not n.startswith("Global")], *[a for a in _ALIASES if "Global" not in a], mask="drop"
+)
 def pooling_layer(layer: Layer) -> Tensor:
     nd, channels_first = _rank_and_format(layer)
     layer.expect_weights()
@@ -213,11 +215,15 @@ def global_pooling_layer(layer: Layer) -> Tensor:
         shape = (channels,) + (1,) * nd if channels_first else (1,) * nd + (channels,)
     else:
         shape = (channels,)
-    if x.mask is not None:
-        if layer.class_name not in ("GlobalAveragePooling1D", "GlobalAvgPool1D"):
-            raise layer.unsupported("receives a mask (from Masking or Embedding mask_zero) that Konverter cannot apply")
+    # Of these layers only GlobalAveragePooling1D reads a mask (a mean over the real steps); the
+    # others do not support masking: Keras pools every position, as without a mask.
+    mask = layer.call_mask(x) if layer.class_name in ("GlobalAveragePooling1D", "GlobalAvgPool1D") else None
+    if mask is not None:
+        want = x.shape[1:2] if channels_first else x.shape[:1]
+        if mask.shape != want:
+            raise layer.unsupported(f"a mask of shape {mask.shape} for input {x.shape}")
         return layer.call(
-            global_average_pool_masked, x, x.mask, shape=shape, channels_first=channels_first, keepdims=keepdims
+            global_average_pool_masked, x, mask, shape=shape, channels_first=channels_first, keepdims=keepdims
         )
     spatial = x.shape[1:] if channels_first else x.shape[:-1]
     positions = None if None in spatial else math.prod(spatial)

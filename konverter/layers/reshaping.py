@@ -75,7 +75,7 @@ def reshape_layer(layer: Layer) -> Tensor:
     return layer.call(reshape, x, shape=shape, target=shape)
 
 
-@converter("Permute")
+@converter("Permute", mask="drop")
 def permute_layer(layer: Layer) -> Tensor:
     x = layer.input
     dims = as_int_tuple(layer.get("dims"), "Permute dims")
@@ -84,7 +84,7 @@ def permute_layer(layer: Layer) -> Tensor:
     return layer.call(permute, x, shape=tuple(x.shape[d - 1] for d in dims), axes=(0,) + dims)
 
 
-@converter("RepeatVector")
+@converter("RepeatVector", mask="drop")
 def repeat_vector_layer(layer: Layer) -> Tensor:
     x = layer.input
     n = as_int(layer.get("n"), "RepeatVector n")
@@ -205,7 +205,7 @@ def _with_channels(layer: Layer, spatial: list, channels_first: bool) -> tuple:
     return (channels, *spatial) if channels_first else (*spatial, channels)
 
 
-@converter("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D")
+@converter("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", mask="drop")
 def zero_padding_layer(layer: Layer) -> Tensor:
     nd, channels_first, spatial = _spatial_layer(layer)
     pads = _pairs(layer, "padding", nd)
@@ -214,7 +214,7 @@ def zero_padding_layer(layer: Layer) -> Tensor:
     return layer.call(zero_pad, layer.input, shape=shape, pads=pads, channels_first=channels_first)
 
 
-@converter("Cropping1D", "Cropping2D", "Cropping3D")
+@converter("Cropping1D", "Cropping2D", "Cropping3D", mask="drop")
 def cropping_layer(layer: Layer) -> Tensor:
     nd, channels_first, spatial = _spatial_layer(layer)
     crops = _pairs(layer, "cropping", nd)
@@ -227,7 +227,7 @@ def cropping_layer(layer: Layer) -> Tensor:
     return layer.call(crop, layer.input, shape=shape, crops=crops, channels_first=channels_first)
 
 
-@converter("UpSampling1D", "UpSampling2D", "UpSampling3D")
+@converter("UpSampling1D", "UpSampling2D", "UpSampling3D", mask="drop")
 def upsampling_layer(layer: Layer) -> Tensor:
     nd, channels_first, spatial = _spatial_layer(layer)
     factors = as_int_tuple(layer.get("size", 2), f"{layer.class_name} size")

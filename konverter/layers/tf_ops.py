@@ -82,7 +82,7 @@ def refuses(entry: dict) -> str | None:
     return f"TensorFlow function tf.{ascii(str(function))[1:-1][:40]} not supported"
 
 
-@converter("TFOpLambda", "SlicingOpLambda")
+@converter("TFOpLambda", "SlicingOpLambda", mask="drop")
 def tf_op_layer(layer: Layer) -> Tensor:
     function = _function(layer.config)
     if not isinstance(function, str) or function not in SUPPORTED:

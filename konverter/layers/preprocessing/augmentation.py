@@ -80,13 +80,13 @@ def _image_tensor(layer: Layer) -> Tensor:
     return layer.input
 
 
-@converter(*CAST_AT_INFERENCE)
+@converter(*CAST_AT_INFERENCE, mask="drop")
 def cast_identity_layer(layer: Layer) -> Tensor:
     x = _image_tensor(layer)
     return layer.call(as_dtype, x, shape=x.shape, to="float32")
 
 
-@converter(*KEEP_DTYPE_AT_INFERENCE, *KERAS2_KEEP_DTYPE)
+@converter(*KEEP_DTYPE_AT_INFERENCE, *KERAS2_KEEP_DTYPE, mask="drop")
 def identity_layer(layer: Layer) -> Tensor:
     x = _image_tensor(layer)
     dtype = x.dtype if (layer.keras_major >= 3 or layer.class_name in KERAS2_KEEP_DTYPE) else "float32"
@@ -100,7 +100,7 @@ def _version(layer: Layer) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
-@converter("RandomCrop")
+@converter("RandomCrop", mask="drop")
 def random_crop_layer(layer: Layer) -> Tensor:
     """At inference Keras's RandomCrop does one of three things, by version:
 
@@ -146,7 +146,7 @@ def random_crop_layer(layer: Layer) -> Tensor:
     return resize(layer, Image(crop, image.channels_first, rows, cols), height, width, "bilinear")
 
 
-@converter("AutoContrast")
+@converter("AutoContrast", mask="drop")
 def auto_contrast_layer(layer: Layer) -> Tensor:
     layer.expect_weights()
     x = layer.input
@@ -160,6 +160,6 @@ def auto_contrast_layer(layer: Layer) -> Tensor:
     return layer.call(auto_contrast, x, shape=x.shape, low=float(low32), span=span)
 
 
-@converter("ContrastLimitedAdaptiveHistogramEqualization")
+@converter("ContrastLimitedAdaptiveHistogramEqualization", mask="drop")
 def clahe_layer(layer: Layer) -> Tensor:
     raise layer.unsupported("equalizes histograms at inference (tiles, clip limit, interpolation), not implemented")

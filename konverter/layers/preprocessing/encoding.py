@@ -121,7 +121,7 @@ def output_mode(layer: Layer, default: str) -> str:
     return {"binary": "multi_hot", "tf-idf": "tf_idf"}.get(mode, mode) if isinstance(mode, str) else mode
 
 
-@converter("CategoryEncoding")
+@converter("CategoryEncoding", mask="drop")
 def category_encoding_layer(layer: Layer) -> Tensor:
     layer.expect_weights()
     _sparse(layer)
@@ -165,7 +165,7 @@ def _boundaries(layer: Layer) -> np.ndarray:
     return np.array(bounds, dtype=np.float32)
 
 
-@converter("Discretization")
+@converter("Discretization", mask="drop")
 def discretization_layer(layer: Layer) -> Tensor:
     _sparse(layer)
     x = layer.input

@@ -198,7 +198,7 @@ def hashable(layer: Layer, x: Tensor) -> None:
         raise layer.unsupported(f"hashing {x.dtype} values (Keras cannot either)")
 
 
-@converter("Hashing")
+@converter("Hashing", mask="drop")
 def hashing_layer(layer: Layer) -> Tensor:
     layer.expect_weights()
     if layer.get("sparse"):
@@ -221,7 +221,7 @@ def hashing_layer(layer: Layer) -> Tensor:
     return encoding.encode(layer, codes, mode, bins, layer_dtype(layer), bounded=True)
 
 
-@converter("HashedCrossing")
+@converter("HashedCrossing", mask="drop")
 def hashed_crossing_layer(layer: Layer) -> Tensor:
     raise layer.unsupported(
         "crosses features with TensorFlow's sparse_cross hashing (FingerprintCat64), not implemented"

@@ -267,11 +267,11 @@ def _lookup(layer: Layer, text: bool) -> Tensor:
     return layer.call(scale_columns, counts, _idf_weights(layer, vocab, depth), shape=counts.shape)
 
 
-@converter("IntegerLookup")
+@converter("IntegerLookup", mask="drop")
 def integer_lookup_layer(layer: Layer) -> Tensor:
     return _lookup(layer, text=False)
 
 
-@converter("StringLookup")
+@converter("StringLookup", mask="drop")
 def string_lookup_layer(layer: Layer) -> Tensor:
     return _lookup(layer, text=True)

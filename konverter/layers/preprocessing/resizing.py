@@ -356,7 +356,7 @@ def interpolation(layer: Layer, offered: tuple = METHODS) -> str:
     return method
 
 
-@converter("Resizing")
+@converter("Resizing", mask="drop")
 def resizing_layer(layer: Layer) -> Tensor:
     layer.expect_weights()
     image = image_input(layer)
@@ -397,7 +397,7 @@ def resizing_layer(layer: Layer) -> Tensor:
     return back_to_input_dtype(layer, y, dtype)
 
 
-@converter("CenterCrop")
+@converter("CenterCrop", mask="drop")
 def center_crop_layer(layer: Layer) -> Tensor:
     layer.expect_weights()
     image = image_input(layer)

@@ -121,7 +121,7 @@ def _folded_weights(layer: Layer, gate: str, filters: int, channels: int, kernel
     return kernel.astype(np.float32), recurrent.astype(np.float32), bias.astype(np.float32) if keep_bias else None
 
 
-@converter("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
+@converter("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", mask="own")
 def conv_lstm_layer(layer: Layer):
     nd = CONV_LSTM_RANK[layer.class_name]
     x, states = call_inputs(layer, spatial_rank=nd)

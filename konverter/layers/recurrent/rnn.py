@@ -262,10 +262,7 @@ def sequence_mask(layer: Layer, x: Tensor) -> Tensor | None:
     """The (batch, time) mask Keras hands the layer, checked: an explicit `mask=` call argument (Keras
     3.15 writes a Functional model's Masking as op nodes whose result every mask-aware layer gets so),
     else the one that came with x (Masking, Embedding(mask_zero=True), a layer passing it on)."""
-    mask = layer.kwargs.get("mask")
-    if mask is not None and not isinstance(mask, Tensor):
-        raise layer.unsupported(f"a mask= call argument that is not a tensor: {str(mask)[:40]}")
-    mask = mask if mask is not None else x.mask
+    mask = layer.call_mask(x)
     if mask is not None and (mask.shape != x.shape[:1] or mask.dtype != "bool"):
         raise layer.unsupported(f"a mask of shape {mask.shape} ({mask.dtype}) for input {x.shape}")
     return mask

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...h5reader import config as cfgmod
-from ..base import CONVERTERS, MASK_POLICY, Layer, Tensor, converter
+from ..base import CONVERTERS, Layer, Tensor, converter, mask_policy
 from .rnn import sequence_mask, wrapped_config
 
 
@@ -25,7 +25,7 @@ def time_distributed_layer(layer: Layer) -> Tensor:
     if cls not in CONVERTERS or cfgmod.is_model({"class_name": cls, "config": cfg}):
         raise layer.unsupported(f"TimeDistributed around {cls[:60]}, which is not supported")
     mask = sequence_mask(layer, x) if layer.kwargs.get("mask") is not None else x.mask
-    if mask is not None and MASK_POLICY.get(cls) not in ("pass", "drop"):
+    if mask is not None and mask_policy(cls, layer.keras_major) not in ("pass", "drop"):
         raise layer.unsupported(f"a mask reaching TimeDistributed({cls[:60]}), which Keras hands to the inner layer")
     folded = layer.call(fold_time, x, shape=x.shape[1:], dtype=x.dtype)
     inner = layer.inner(str(cfg.get("name", cls)), cls, cfg, layer.weights, [folded])
