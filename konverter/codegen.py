@@ -153,7 +153,9 @@ def generate(
 
     def derived_name(value: Derived) -> str:
         _dependencies(value.fn, funcs, constants)
-        call = f"{value.fn.__name__}({', '.join(literal(a) for a in value.args)})"
+        # Arguments: literals, or embedded weights (e.g. a kernel laid out anew at import).
+        args = (weight_name(a) if isinstance(a, Const) else literal(a) for a in value.args)
+        call = f"{value.fn.__name__}({', '.join(args)})"
         return derived.setdefault(call, f"_d{len(derived)}")
 
     def view_name(view: ConstView) -> str:

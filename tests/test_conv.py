@@ -416,13 +416,15 @@ def test_conv_with_unknown_spatial_size_records_unknown_output_size():
 
 def _run_ops(ops, env):
     """Evaluate recorded ops the way the generated predict() does."""
-    from konverter.layers.base import Const, Tensor
+    from konverter.layers.base import Const, Derived, Tensor
 
     def value(v):
         if isinstance(v, Tensor):
             return env[id(v)]
         if isinstance(v, Const):
             return v.array
+        if isinstance(v, Derived):  # computed at import in the generated file
+            return v.fn(*[value(a) for a in v.args])
         return v
 
     for op in ops:
@@ -461,7 +463,7 @@ def _conv_case(kind, channels_first):
 def test_batchnorm_and_relu_fold_into_every_convolution(kind, channels_first):
     from konverter.layers.activations import relu
     from konverter.layers.base import Const, Op, Tensor
-    from konverter.layers.conv import fold_batchnorm_into_conv, fuse_relu_into_conv
+    from konverter.layers.conv import fold_batchnorm_into_conv, fuse_activation_into_conv
     from konverter.layers.normalization import scale_shift
 
     fn, args, x, f = _conv_case(kind, channels_first)
@@ -481,11 +483,100 @@ def test_batchnorm_and_relu_fold_into_every_convolution(kind, channels_first):
     ]
     want = _run_ops(ops, {id(t_in): x})[id(t_out)]
     fold_batchnorm_into_conv(ops, [t_out])
-    fuse_relu_into_conv(ops, [t_out])
+    fuse_activation_into_conv(ops, [t_out])
     assert len(ops) == 1 and ops[0].kwargs["relu"] is True and ops[0].outputs == (t_out,)
     got = _run_ops(ops, {id(t_in): x})[id(t_out)]
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["conv", "grouped", "depthwise", "separable", "transpose"])
+@pytest.mark.parametrize("name", ["relu6", "sigmoid", "swish", "hard_silu"])
+def test_activations_run_in_place_inside_every_convolution(kind, name):
+    from konverter.layers import activations
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fuse_activation_into_conv
+
+    fn, args, x, f = _conv_case(kind, False)
+    t_in, t_conv, t_out = Tensor(x.shape[1:]), Tensor((3, 3, f)), Tensor((3, 3, f))
+    ops = [
+        Op(fn, (t_in, *[Const(a) if isinstance(a, np.ndarray) else a for a in args], False), {}, (t_conv,)),
+        Op(getattr(activations, name), (t_conv,), {}, (t_out,)),
+    ]
+    x = x * 4.0  # values well past relu6's 6 and sigmoid's linear part; exp may overflow to inf (as in predict)
+    with np.errstate(over="ignore"):
+        want = _run_ops(ops, {id(t_in): x})[id(t_out)]
+        fuse_activation_into_conv(ops, [t_out])
+        assert len(ops) == 1 and ops[0].kwargs == {"activation": name} and ops[0].outputs == (t_out,)
+        got = _run_ops(ops, {id(t_in): x})[id(t_out)]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_activation_of_a_shared_convolution_output_is_not_fused():
+    from konverter.layers.activations import swish
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fuse_activation_into_conv
+
+    t_in, t_conv, t_out = Tensor((5, 5, 2)), Tensor((3, 3, 3)), Tensor((3, 3, 3))
+    geometry = {"kernel_size": (3, 3), "strides": (1, 1), "dilation": (1, 1), "padding": "valid"}
+    ops = [
+        Op(conv, (t_in, Const(rand(18, 3)), None), {**geometry, "channels_first": False}, (t_conv,)),
+        Op(swish, (t_conv,), {}, (t_out,)),
+    ]
+    fuse_activation_into_conv(ops, [t_out, t_conv])
+    assert len(ops) == 2 and "activation" not in ops[0].kwargs
+
+
+def test_max_pool_does_not_take_a_non_relu_activation():
+    from konverter.layers.pooling import pool_before_bias_relu
+
+    ops, outputs, bias = _conv_pool_ops(False)
+    ops[0].kwargs = {**ops[0].kwargs, "relu": False, "activation": "swish"}  # swish is not monotone
+    pool_before_bias_relu(ops, outputs)
+    assert ops[0].args[2] is bias and "bias" not in ops[1].kwargs
+
+
+# ----------------------------------------------------------------------------- depthwise rows
+
+
+@pytest.mark.parametrize(
+    "size,ks,strides,dilation,padding,mult",
+    [
+        ((9,), (3,), (1,), (1,), "same", 1),
+        ((9,), (5,), (1,), (2,), "valid", 2),
+        ((8,), (3,), (2,), (1,), "same", 1),
+        ((7, 6), (3, 3), (1, 1), (1, 1), "same", 1),
+        ((7, 6), (5, 5), (1, 1), (1, 1), "same", 1),
+        ((8, 7), (3, 3), (2, 1), (1, 1), "same", 2),
+        ((8, 7), (3, 2), (1, 1), (2, 3), "valid", 1),
+        ((8, 7), (3, 3), (2, 2), (1, 1), "valid", 1),
+        ((8, 7), (3, 3), (1, 2), (1, 1), "same", 3),
+    ],
+)
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_depthwise_matches_naive_loop_with_tiles_built_at_import(
+    size, ks, strides, dilation, padding, mult, channels_first
+):
+    from konverter.layers.base import Const, Derived, Op, Tensor
+    from konverter.layers.conv import tile_depthwise_rows
+
+    c = 5
+    x, kernel, bias = rand(2, *size, c), rand(*ks, c, mult), rand(c * mult)
+    want = naive_conv(x, kernel.reshape(*ks, 1, c * mult), bias, strides, dilation, padding, groups=c)
+    if channels_first:
+        x, want = np.moveaxis(x, -1, 1), np.moveaxis(want, -1, 1)
+    options = {"kernel_size": ks, "strides": strides, "dilation": dilation, "padding": padding}
+    t_in, t_out = Tensor(x.shape[1:]), Tensor(want.shape[1:])
+    ops = [
+        Op(depthwise_conv, (t_in, Const(kernel), Const(bias)), {**options, "channels_first": channels_first}, (t_out,))
+    ]
+    close(_run_ops(ops, {id(t_in): x})[id(t_out)], want)  # tiles built on each call
+    tile_depthwise_rows(ops, [t_out])
+    tiles = ops[0].kwargs.get("tiles")
+    assert isinstance(tiles, Derived) if strides[-1] == 1 else tiles is None
+    assert tiles is None or tiles.args[0] is ops[0].args[1]  # the stored kernel, not a copy
+    close(_run_ops(ops, {id(t_in): x})[id(t_out)], want)
 
 
 def test_batchnorm_is_not_folded_into_a_shared_convolution_output():

@@ -21,6 +21,7 @@ from .conv import (
     gather_narrow_convs,
     pad_spatial,
     private_conv_inputs,
+    tile_depthwise_rows,
 )
 
 
@@ -228,6 +229,8 @@ def pool_before_bias_relu(ops: list, outputs: list) -> None:
     for op, source in private_conv_inputs(ops, outputs, max_pool):
         if "bias" in op.kwargs or source.kwargs.get("channels_first", "?") != op.kwargs.get("channels_first"):
             continue
+        if source.kwargs.get("activation"):  # only ReLU is known to commute with the pooling here
+            continue
         index = CONV_BIAS_ARG[source.fn]
         bias = source.args[index]
         if not isinstance(bias, Const) and not source.kwargs.get("relu"):
@@ -241,5 +244,5 @@ def pool_before_bias_relu(ops: list, outputs: list) -> None:
         source.kwargs = {k: v for k, v in source.kwargs.items() if k != "relu"}
 
 
-# The gather rewrite comes last: the passes before it recognise `conv` ops only.
-PROGRAM_PASSES.extend([pool_before_bias_relu, gather_narrow_convs])
+# The gather and tiling rewrites come last: the passes before them recognise plain ops only.
+PROGRAM_PASSES.extend([pool_before_bias_relu, gather_narrow_convs, tile_depthwise_rows])
