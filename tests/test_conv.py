@@ -579,6 +579,38 @@ def test_depthwise_matches_naive_loop_with_tiles_built_at_import(
     close(_run_ops(ops, {id(t_in): x})[id(t_out)], want)
 
 
+@pytest.mark.parametrize("kind", ["conv", "grouped", "depthwise", "separable", "transpose", "pooled"])
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_biases_repeated_along_a_row_give_the_same_results(kind, channels_first):
+    from konverter.layers.base import Const, Derived, Op, Tensor
+    from konverter.layers.pooling import pool_before_bias_relu, tile_conv_biases
+
+    fn, args, x, f = _conv_case("conv" if kind == "pooled" else kind, channels_first)
+    if kind == "depthwise":
+        args = (args[0], rand(f)) + args[2:]
+    t_in, t_conv, t_pool = Tensor(x.shape[1:]), Tensor((f, 4, 6) if channels_first else (4, 6, f)), Tensor(None)
+    ops = [
+        Op(
+            fn,
+            (t_in, *[Const(a) if isinstance(a, np.ndarray) else a for a in args]),
+            {"channels_first": channels_first, "relu": True},
+            (t_conv,),
+        )
+    ]
+    outputs = [t_conv]
+    if kind == "pooled":
+        t_pool.shape = (f, 2, 3) if channels_first else (2, 3, f)
+        pool = {"pool_size": (2, 2), "strides": (2, 2), "padding": "valid", "channels_first": channels_first}
+        ops.append(Op(max_pool, (t_conv,), pool, (t_pool,)))
+        outputs = [t_pool]
+        pool_before_bias_relu(ops, outputs)
+    want = _run_ops(ops, {id(t_in): x})[id(outputs[0])]
+    tile_conv_biases(ops, outputs)
+    tiled = [a for op in ops for a in (*op.args, *op.kwargs.values()) if isinstance(a, Derived)]
+    assert len(tiled) == 1 and tiled[0].args[1] == (3 if kind == "pooled" else 6)
+    np.testing.assert_array_equal(_run_ops(ops, {id(t_in): x})[id(outputs[0])], want)
+
+
 def test_batchnorm_is_not_folded_into_a_shared_convolution_output():
     from konverter.layers.base import Const, Op, Tensor
     from konverter.layers.conv import fold_batchnorm_into_conv
@@ -731,5 +763,5 @@ def test_gather_indices_are_built_at_import_not_stored(tmp_path):
     table = first.split("_TABLE = (")[1].split(")\n(")[0]
     assert "'<i" not in table and "'<u" not in table  # no index array among the stored weights
     module = import_file(tmp_path / "a.py")
-    index = module._d0
+    index = getattr(module, calls[0].split(" = ")[0])
     assert index.dtype == np.intp and not index.flags.writeable

@@ -16,6 +16,8 @@ from ..errors import BadModelFile
 from .base import PROGRAM_PASSES, Const, Derived, Layer, Tensor, as_int_tuple, converter
 from .conv import (
     CONV_BIAS_ARG,
+    bias_row,
+    conv_gather,
     conv_padding,
     finish_conv,
     gather_narrow_convs,
@@ -244,5 +246,28 @@ def pool_before_bias_relu(ops: list, outputs: list) -> None:
         source.kwargs = {k: v for k, v in source.kwargs.items() if k != "relu"}
 
 
+def tile_conv_biases(ops: list, outputs: list) -> None:
+    """Convolution biases (also those moved after a max pooling) become row tiles built at import."""
+    for op in ops:
+        if op.fn in CONV_BIAS_ARG or op.fn is conv_gather:
+            index = 2 if op.fn is conv_gather else CONV_BIAS_ARG[op.fn]
+            bias = op.args[index] if len(op.args) > index else None
+        elif op.fn is max_pool:
+            bias = op.kwargs.get("bias")
+        else:
+            continue
+        shape = op.outputs[0].shape
+        if not isinstance(bias, Const) or bias.array.ndim != 1 or shape is None or len(shape) < 2:
+            continue
+        width = shape[-1] if op.kwargs.get("channels_first") else shape[-2]
+        if width is None or width < 2:
+            continue
+        row = Derived(bias_row, (bias, width))
+        if op.fn in CONV_BIAS_ARG or op.fn is conv_gather:
+            op.args = op.args[:index] + (row,) + op.args[index + 1 :]
+        else:
+            op.kwargs = {**op.kwargs, "bias": row}
+
+
 # The gather and tiling rewrites come last: the passes before them recognise plain ops only.
-PROGRAM_PASSES.extend([pool_before_bias_relu, gather_narrow_convs, tile_depthwise_rows])
+PROGRAM_PASSES.extend([pool_before_bias_relu, gather_narrow_convs, tile_depthwise_rows, tile_conv_biases])
