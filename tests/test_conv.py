@@ -137,6 +137,15 @@ def test_conv_matches_naive_loop(size, ks, strides, dilation, padding):
     close(got, np.moveaxis(want, -1, 1))
 
 
+def test_conv_of_a_large_batch_runs_a_few_images_per_product(monkeypatch):
+    import konverter.layers.conv as conv_module
+
+    x, kernel, bias = rand(7, 6, 5, 3), rand(3, 3, 3, 4), rand(4)
+    want = naive_conv(x, kernel, bias, (1, 2), (1, 1), "same")
+    monkeypatch.setattr(conv_module, "PATCH_CHUNK", 2 * 6 * 3 * 27)  # two images per product, the last alone
+    close(conv(x, kernel.reshape(-1, 4), bias, (3, 3), (1, 2), (1, 1), "same", False, relu=True), np.maximum(want, 0))
+
+
 def test_conv_without_bias():
     x, kernel = rand(1, 5, 5, 2), rand(3, 3, 2, 3)
     close(
@@ -425,6 +434,8 @@ def _run_ops(ops, env):
             return v.array
         if isinstance(v, Derived):  # computed at import in the generated file
             return v.fn(*[value(a) for a in v.args])
+        if isinstance(v, list):
+            return [value(a) for a in v]
         return v
 
     for op in ops:
@@ -609,6 +620,50 @@ def test_biases_repeated_along_a_row_give_the_same_results(kind, channels_first)
     tiled = [a for op in ops for a in (*op.args, *op.kwargs.values()) if isinstance(a, Derived)]
     assert len(tiled) == 1 and tiled[0].args[1] == (3 if kind == "pooled" else 6)
     np.testing.assert_array_equal(_run_ops(ops, {id(t_in): x})[id(outputs[0])], want)
+
+
+@pytest.mark.parametrize("channels_first", [False, True])
+@pytest.mark.parametrize("shortcut_after", [False, True])
+def test_residual_add_and_relu_run_inside_the_convolution(channels_first, shortcut_after):
+    from konverter.layers.activations import relu
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fuse_activation_into_conv, fuse_residual_into_conv
+    from konverter.layers.merge import merge_add
+    from konverter.layers.normalization import scale_only
+
+    x = rand(2, 5, 5, 3)
+    shape = (3, 5, 5) if channels_first else (5, 5, 3)
+    if channels_first:
+        x = np.moveaxis(x, -1, 1)
+    t_in, t_conv, t_short, t_sum, t_out = (Tensor(shape) for _ in range(5))
+    geometry = {"kernel_size": (3, 3), "strides": (1, 1), "dilation": (1, 1), "padding": "same"}
+    conv_op = Op(
+        conv, (t_in, Const(rand(27, 3)), Const(rand(3))), {**geometry, "channels_first": channels_first}, (t_conv,)
+    )
+    shortcut_op = Op(scale_only, (t_in,), {"scale": 2.0}, (t_short,))  # computed after the convolution, or before
+    ops = [conv_op, shortcut_op] if shortcut_after else [shortcut_op, conv_op]
+    ops += [Op(merge_add, ([t_short, t_conv],), {}, (t_sum,)), Op(relu, (t_sum,), {}, (t_out,))]
+    want = _run_ops(ops, {id(t_in): x})[id(t_out)]
+    fuse_residual_into_conv(ops, [t_out])
+    fuse_activation_into_conv(ops, [t_out])
+    assert [op.fn for op in ops] == [scale_only, conv]  # the convolution runs where the Add was
+    assert ops[1].kwargs["residual"] is t_short and ops[1].kwargs["relu"] is True and ops[1].outputs == (t_out,)
+    np.testing.assert_allclose(_run_ops(ops, {id(t_in): x})[id(t_out)], want, rtol=1e-6, atol=1e-6)
+
+
+def test_residual_is_not_fused_into_a_convolution_whose_output_is_read_elsewhere():
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fuse_residual_into_conv
+    from konverter.layers.merge import merge_add
+
+    t_in, t_conv, t_sum = Tensor((5, 5, 3)), Tensor((5, 5, 3)), Tensor((5, 5, 3))
+    geometry = {"kernel_size": (1, 1), "strides": (1, 1), "dilation": (1, 1), "padding": "valid"}
+    ops = [
+        Op(conv, (t_in, Const(rand(3, 3)), None), {**geometry, "channels_first": False}, (t_conv,)),
+        Op(merge_add, ([t_in, t_conv],), {}, (t_sum,)),
+    ]
+    fuse_residual_into_conv(ops, [t_sum, t_conv])
+    assert len(ops) == 2 and "residual" not in ops[0].kwargs
 
 
 def test_batchnorm_is_not_folded_into_a_shared_convolution_output():

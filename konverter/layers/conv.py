@@ -23,6 +23,7 @@ from ..errors import BadModelFile
 from . import activations
 from .activations import activation_name, apply_activation
 from .base import PROGRAM_PASSES, Const, Derived, Layer, Op, Tensor, as_int, as_int_tuple, converter, tensors_in
+from .merge import merge_add
 from .normalization import scale_shift
 
 # ----------------------------------------------------------------------------- geometry
@@ -92,12 +93,16 @@ def conv_transpose_geometry(length, k, stride, dilation, padding, output_padding
 # ----------------------------------------------------------------------------- NumPy functions
 
 
-def finish_conv(y, bias, relu, channels_first, activation=None):
-    # y is a fresh channels-last array, so bias and activation go in place (no full-size temporaries).
-    # bias: (F,), or (W, F) repeated along an output row (bias_row): rows of W * F values add 2x faster.
-    # ReLU as clip: np.maximum against a scalar 0.0 takes 3x longer on NumPy 2 (not vectorized).
+def finish_conv(y, bias, relu, channels_first, activation=None, residual=None):
+    # y is a fresh channels-last array, so bias, residual and activation go in place (no full-size
+    # temporaries). bias: (F,), or (W, F) repeated along an output row (bias_row): rows of W * F values
+    # add 2x faster. residual: a tensor of the layer's output shape added before the activation
+    # (fuse_residual_into_conv). ReLU as clip: np.maximum against a scalar 0.0 takes 3x longer on
+    # NumPy 2 (not vectorized).
     if bias is not None:
         y += bias
+    if residual is not None:
+        y += np.moveaxis(residual, 1, -1) if channels_first else residual
     if relu:
         np.clip(y, 0.0, np.inf, out=y)
     if activation is not None:
@@ -128,7 +133,9 @@ def activate_inplace(y, activation):
     return y
 
 
-def conv(x, kernel, bias, kernel_size, strides, dilation, padding, channels_first, relu=False, activation=None):
+def conv(
+    x, kernel, bias, kernel_size, strides, dilation, padding, channels_first, relu=False, activation=None, residual=None
+):
     # kernel: (taps * C, F) = Keras's (*kernel_size, C, F) reshaped, so one matmul does the layer.
     if channels_first:
         x = np.moveaxis(x, 1, -1)
@@ -136,12 +143,20 @@ def conv(x, kernel, bias, kernel_size, strides, dilation, padding, channels_firs
         y = (x.reshape(-1, x.shape[-1]) @ kernel).reshape(x.shape[:-1] + (kernel.shape[1],))
     else:
         windows = sliding_windows(x, kernel_size, strides, dilation, padding, 0.0, True)
-        lead = windows.shape[: x.ndim - 1]
-        y = (windows.reshape(-1, kernel.shape[0]) @ kernel).reshape(lead + (kernel.shape[1],))
-    return finish_conv(y, bias, relu, channels_first, activation)
+        lead, depth, filters = windows.shape[: x.ndim - 1], kernel.shape[0], kernel.shape[1]
+        if len(windows) > 1 and windows.size > PATCH_CHUNK:
+            # A batch whose patch matrix would be tens of MB: a few images per product, so the
+            # copied patches stay in cache (measured 1.8x faster on 16 images of 24x24x64).
+            y = np.empty(lead + (filters,), dtype=np.result_type(x, kernel))
+            step = max(1, PATCH_CHUNK // windows[0].size)
+            for i in range(0, len(windows), step):
+                np.matmul(windows[i : i + step].reshape(-1, depth), kernel, out=y[i : i + step].reshape(-1, filters))
+        else:
+            y = (windows.reshape(-1, depth) @ kernel).reshape(lead + (filters,))
+    return finish_conv(y, bias, relu, channels_first, activation, residual)
 
 
-def conv_gather(x, kernel, bias, index, pads, out_size, relu=False, activation=None):
+def conv_gather(x, kernel, bias, index, pads, out_size, relu=False, activation=None, residual=None):
     # Channels-last x; index: (windows, taps * C) flat positions in one padded sample (gather_index,
     # see gather_narrow_convs). One gather plus one product: where a window's
     # contiguous runs are short (few channels), this is ~2x faster than the strided im2col copy.
@@ -149,7 +164,7 @@ def conv_gather(x, kernel, bias, index, pads, out_size, relu=False, activation=N
         x = pad_spatial(x, pads, 0.0)
     n = x.shape[0]
     y = (np.take(x.reshape(n, -1), index, axis=1) @ kernel).reshape((n,) + out_size + (kernel.shape[1],))
-    return finish_conv(y, bias, relu, False, activation)
+    return finish_conv(y, bias, relu, False, activation, residual)
 
 
 def conv_grouped(x, kernel, bias, kernel_size, strides, dilation, padding, channels_first, relu=False, activation=None):
@@ -533,7 +548,7 @@ def fold_batchnorm_into_conv(ops: list, outputs: list) -> None:
     for op, source in private_conv_inputs(ops, outputs, scale_shift):
         if source.kwargs.get("relu") or source.kwargs.get("activation") or len(op.args) != 3:
             continue
-        if "channels_first" not in source.kwargs:
+        if "channels_first" not in source.kwargs or "residual" in source.kwargs:
             continue
         shape = source.outputs[0].shape
         channels_first = bool(source.kwargs.get("channels_first"))
@@ -588,7 +603,47 @@ def fuse_activation_into_conv(ops: list, outputs: list) -> None:
             _absorb(ops, source, op)
 
 
-PROGRAM_PASSES.extend([fold_batchnorm_into_conv, fuse_activation_into_conv])
+def fuse_residual_into_conv(ops: list, outputs: list) -> None:
+    """Add(shortcut, conv(...)) becomes one convolution that adds the shortcut to its fresh output in
+    place: no new array, and an activation after the Add can then run inside the convolution too.
+
+    The convolution moves to where the Add was (its inputs are ready there as well), so the shortcut
+    is computed before it. Same float32 sums as the Add (one addition, the same operands).
+    """
+    uses = Counter(id(t) for op in ops for t in tensors_in([op.args, op.kwargs]))
+    uses.update(id(t) for t in tensors_in(list(outputs)))
+    for op in list(ops):
+        if op.fn is not merge_add or op.kwargs or len(op.args) != 1 or len(op.args[0]) != 2:
+            continue
+        producer = {id(t): candidate for candidate in ops for t in candidate.outputs}
+        found = None
+        for conv_out, shortcut in (op.args[0], op.args[0][::-1]):
+            source = producer.get(id(conv_out))
+            if (
+                source is None
+                or source.fn not in (conv, conv_gather)
+                or uses.get(id(conv_out)) != 1
+                or not isinstance(shortcut, Tensor)
+                or shortcut.shape != conv_out.shape
+                or shortcut.shape is None
+                or None in shortcut.shape
+                or shortcut.dtype != conv_out.dtype
+                or any(source.kwargs.get(k) for k in ("relu", "activation", "residual"))
+            ):
+                continue
+            if found is None or ops.index(source) > ops.index(found[0]):  # the later one: its shortcut is ready
+                found = (source, shortcut)
+        if found is None:
+            continue
+        source, shortcut = found
+        source.kwargs = {**source.kwargs, "residual": shortcut}
+        source.outputs = op.outputs
+        source.layer = f"{source.layer} + {op.layer}"
+        ops.remove(source)
+        ops[ops.index(op)] = source
+
+
+PROGRAM_PASSES.extend([fold_batchnorm_into_conv, fuse_residual_into_conv, fuse_activation_into_conv])
 
 
 def tile_depthwise_rows(ops: list, outputs: list) -> None:
@@ -612,6 +667,9 @@ def bias_row(bias, width):
     row.flags.writeable = False
     return row
 
+
+# Patch values (4 MB of float32) above which a batch's im2col runs a few images per product.
+PATCH_CHUNK = 1 << 20
 
 # The gather index lives in memory (8 bytes per entry, built at import): convolutions whose index
 # would be larger keep the strided im2col. Windows whose contiguous runs (last kernel axis *
@@ -652,7 +710,7 @@ def gather_narrow_convs(ops: list, outputs: list) -> None:
         ops[i] = Op(
             conv_gather,
             (x, op.args[1], op.args[2], Derived(gather_index, (padded, channels, ks, st, dil)), pads, out_size),
-            {k: v for k, v in kwargs.items() if k in ("relu", "activation")},
+            {k: v for k, v in kwargs.items() if k in ("relu", "activation", "residual")},
             op.outputs,
             op.layer,
         )

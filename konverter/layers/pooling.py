@@ -231,7 +231,7 @@ def pool_before_bias_relu(ops: list, outputs: list) -> None:
     for op, source in private_conv_inputs(ops, outputs, max_pool):
         if "bias" in op.kwargs or source.kwargs.get("channels_first", "?") != op.kwargs.get("channels_first"):
             continue
-        if source.kwargs.get("activation"):  # only ReLU is known to commute with the pooling here
+        if source.kwargs.get("activation") or "residual" in source.kwargs:  # ReLU alone commutes with pooling
             continue
         index = CONV_BIAS_ARG[source.fn]
         bias = source.args[index]
