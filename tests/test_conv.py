@@ -666,6 +666,61 @@ def test_residual_is_not_fused_into_a_convolution_whose_output_is_read_elsewhere
     assert len(ops) == 2 and "residual" not in ops[0].kwargs
 
 
+def _squeeze_excite_ops(keepdims: bool, gate_first: bool):
+    """GAP -> [Reshape] -> 1x1 conv (swish) -> 1x1 conv (sigmoid) -> Multiply, as the converters record it."""
+    from konverter.layers.activations import sigmoid, swish
+    from konverter.layers.base import Const, Derived, Op, Tensor
+    from konverter.layers.merge import merge_multiply
+    from konverter.layers.pooling import global_average_pool, global_average_product, mean_weights
+    from konverter.layers.reshaping import reshape
+
+    one = {"kernel_size": (1, 1), "strides": (1, 1), "dilation": (1, 1), "padding": "same", "channels_first": False}
+    shapes = [(4, 5, 6), (6,), (1, 1, 6), (1, 1, 2), (1, 1, 2), (1, 1, 6), (1, 1, 6), (4, 5, 6)]
+    x, gap, gate_in, hidden, hidden_act, gate, gate_act, out = (Tensor(s) for s in shapes)
+    if keepdims:
+        ops = [Op(global_average_pool, (x,), {"axes": (1, 2), "keepdims": True}, (gate_in,))]
+    else:
+        ops = [
+            Op(global_average_product, (x, Derived(mean_weights, (20,))), {"channels_first": False}, (gap,)),
+            Op(reshape, (gap,), {"target": (1, 1, 6)}, (gate_in,)),
+        ]
+    ops += [
+        Op(conv, (gate_in, Const(rand(6, 2)), Const(rand(2))), one, (hidden,)),
+        Op(swish, (hidden,), {}, (hidden_act,)),
+        Op(conv, (hidden_act, Const(rand(2, 6)), None), one, (gate,)),
+        Op(sigmoid, (gate,), {}, (gate_act,)),
+        Op(merge_multiply, ([gate_act, x] if gate_first else [x, gate_act],), {}, (out,)),
+    ]
+    return ops, x, out
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("gate_first", [False, True])
+def test_squeeze_and_excitation_runs_as_one_call(keepdims, gate_first):
+    from konverter.layers.conv import fuse_activation_into_conv
+    from konverter.layers.pooling import fuse_squeeze_excite, squeeze_excite
+
+    ops, x, out = _squeeze_excite_ops(keepdims, gate_first)
+    values = rand(3, 4, 5, 6) * 3.0
+    want = _run_ops(ops, {id(x): values})[id(out)]
+    fuse_activation_into_conv(ops, [out])
+    fuse_squeeze_excite(ops, [out])
+    assert [op.fn for op in ops] == [squeeze_excite] and ops[0].outputs == (out,)
+    assert ops[0].args[4] == "swish" and ops[0].args[7] == "sigmoid" and ops[0].args[6] is None
+    np.testing.assert_allclose(_run_ops(ops, {id(x): values})[id(out)], want, rtol=1e-6, atol=1e-6)
+
+
+def test_squeeze_and_excitation_with_a_shared_part_is_left_alone():
+    from konverter.layers.conv import fuse_activation_into_conv
+    from konverter.layers.pooling import fuse_squeeze_excite
+
+    ops, x, out = _squeeze_excite_ops(False, False)
+    fuse_activation_into_conv(ops, [out])
+    hidden = ops[2].outputs[0]  # the reduce convolution's output is also a model output
+    fuse_squeeze_excite(ops, [out, hidden])
+    assert len(ops) == 5
+
+
 def test_batchnorm_is_not_folded_into_a_shared_convolution_output():
     from konverter.layers.base import Const, Op, Tensor
     from konverter.layers.conv import fold_batchnorm_into_conv

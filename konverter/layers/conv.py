@@ -113,7 +113,9 @@ def finish_conv(y, bias, relu, channels_first, activation=None, residual=None):
 def activate_inplace(y, activation):
     # The activations a convolution's fresh output takes in place (fuse_activation_into_conv).
     # sigmoid is 1 / (1 + exp(-y)): exp overflowing to inf gives exactly 0, like Keras.
-    if activation == "relu6":
+    if activation == "relu":
+        np.clip(y, 0.0, np.inf, out=y)
+    elif activation == "relu6":
         np.clip(y, 0.0, 6.0, out=y)
     elif activation == "sigmoid":
         np.negative(y, out=y)
@@ -525,7 +527,8 @@ def private_conv_inputs(ops: list, outputs: list, fn) -> list:
 def _absorb(ops: list, source: Op, op: Op) -> None:
     """`source` now computes what `op` did: it takes over op's outputs and op leaves the program."""
     source.outputs = op.outputs
-    source.layer = f"{source.layer} + {op.layer}"
+    if op.layer != source.layer:  # a layer's own activation was recorded as a separate op
+        source.layer = f"{source.layer} + {op.layer}"
     ops.remove(op)
 
 

@@ -13,10 +13,12 @@ import math
 import numpy as np
 
 from ..errors import BadModelFile
-from .base import PROGRAM_PASSES, Const, Derived, Layer, Tensor, as_int_tuple, converter
+from .base import PROGRAM_PASSES, Const, Derived, Layer, Op, Tensor, as_int_tuple, converter, tensors_in
 from .conv import (
     CONV_BIAS_ARG,
+    activate_inplace,
     bias_row,
+    conv,
     conv_gather,
     conv_padding,
     finish_conv,
@@ -25,6 +27,8 @@ from .conv import (
     private_conv_inputs,
     tile_depthwise_rows,
 )
+from .merge import merge_multiply
+from .reshaping import reshape
 
 
 def pool_reduce(x, pool_size, strides, padding, fill, reduce_max):
@@ -111,6 +115,26 @@ def global_average_pool_masked(x, mask, channels_first, keepdims):
     axis = 2 if channels_first else 1
     total = np.add.reduce(x * weights, axis=axis, keepdims=keepdims)
     return total / np.add.reduce(weights, axis=axis, keepdims=keepdims)
+
+
+def squeeze_excite(
+    x, mean, reduce_kernel, reduce_bias, reduce_activation, expand_kernel, expand_bias, expand_activation
+):
+    # A squeeze-and-excitation block as one call (fuse_squeeze_excite): per sample, the mean over all
+    # positions (one product with mean_weights), two small Dense steps, and the resulting gate scales
+    # every channel of x. Five NumPy-level layers, ~40 us of calls each block, become one.
+    n, channels = x.shape[0], x.shape[-1]
+    gate = mean @ x.reshape(n, -1, channels)
+    for kernel, bias, activation in (
+        (reduce_kernel, reduce_bias, reduce_activation),
+        (expand_kernel, expand_bias, expand_activation),
+    ):
+        gate = gate @ kernel
+        if bias is not None:
+            gate += bias
+        if activation is not None:
+            activate_inplace(gate, activation)
+    return x * gate.reshape((n,) + (1,) * (x.ndim - 2) + (channels,))
 
 
 _POOL_RANK = {
@@ -269,5 +293,67 @@ def tile_conv_biases(ops: list, outputs: list) -> None:
             op.kwargs = {**op.kwargs, "bias": row}
 
 
+def _pointwise_conv(op: Op | None) -> bool:
+    """A 1x1 channels-last convolution with constant weights and nothing fused but an activation."""
+    return (
+        op is not None
+        and op.fn is conv
+        and len(op.args) == 3
+        and isinstance(op.args[1], Const)
+        and (op.args[2] is None or isinstance(op.args[2], Const))
+        and all(k == 1 for k in op.kwargs.get("kernel_size", (0,)))
+        and all(s == 1 for s in op.kwargs.get("strides", (0,)))
+        and op.kwargs.get("channels_first") is False
+        and "residual" not in op.kwargs
+    )
+
+
+def fuse_squeeze_excite(ops: list, outputs: list) -> None:
+    """GlobalAveragePooling -> [Reshape] -> 1x1 Conv -> 1x1 Conv -> Multiply(x, gate) becomes one
+    squeeze_excite call (EfficientNet, MnasNet): the same products and activations, one call."""
+    uses: dict = {}
+    for op in ops:
+        for key in {id(t) for t in tensors_in([op.args, op.kwargs])}:
+            uses[key] = uses.get(key, 0) + 1
+    for t in tensors_in(list(outputs)):
+        uses[id(t)] = uses.get(id(t), 0) + 1
+    for op in list(ops):
+        if op.fn is not merge_multiply or op.kwargs or len(op.args) != 1 or len(op.args[0]) != 2:
+            continue
+        producer = {id(t): candidate for candidate in ops for t in candidate.outputs}
+        private_source = {key: source for key, source in producer.items() if uses.get(key) == 1}.get
+        for x, gate in (op.args[0], op.args[0][::-1]):
+            expand = private_source(id(gate))
+            reduce = private_source(id(expand.args[0])) if _pointwise_conv(expand) else None
+            squeeze = private_source(id(reduce.args[0])) if _pointwise_conv(reduce) else None
+            chain = [expand, reduce, squeeze]
+            if squeeze is not None and squeeze.fn is reshape:
+                squeeze = private_source(id(squeeze.args[0]))
+                chain.append(squeeze)
+            if squeeze is None or not isinstance(x, Tensor) or x.shape is None or None in x.shape:
+                continue
+            if squeeze.fn is global_average_product and squeeze.kwargs == {"channels_first": False}:
+                mean = squeeze.args[1]
+            elif squeeze.fn is global_average_pool and squeeze.kwargs.get("keepdims") and len(x.shape) > 1:
+                if tuple(squeeze.kwargs.get("axes", ())) != tuple(range(1, len(x.shape))):
+                    continue
+                mean = Derived(mean_weights, (math.prod(x.shape[:-1]),))
+            else:
+                continue
+            if squeeze.args[0] is not x or gate.shape != (1,) * (len(x.shape) - 1) + (x.shape[-1],):
+                continue
+            steps = []
+            for step in (reduce, expand):
+                activation = "relu" if step.kwargs.get("relu") else step.kwargs.get("activation")
+                steps += [step.args[1], step.args[2], activation]
+            fused = Op(squeeze_excite, (x, mean, *steps), {}, op.outputs, f"{squeeze.layer} ... {op.layer}")
+            for part in chain:
+                ops.remove(part)
+            ops[ops.index(op)] = fused
+            break
+
+
 # The gather and tiling rewrites come last: the passes before them recognise plain ops only.
-PROGRAM_PASSES.extend([pool_before_bias_relu, gather_narrow_convs, tile_depthwise_rows, tile_conv_biases])
+PROGRAM_PASSES.extend(
+    [pool_before_bias_relu, fuse_squeeze_excite, gather_narrow_convs, tile_depthwise_rows, tile_conv_biases]
+)
