@@ -11,9 +11,10 @@ import os
 import secrets
 import types
 from pathlib import Path
+from typing import Iterable
 
 from . import __version__
-from .codegen import MARKER, SETTINGS_LINE, SOURCE_HASH_LINE, SelfCheck, generate, text
+from .codegen import MARKER, SETTINGS_LINE, SOURCE_HASH_LINE, Generated, SelfCheck, generate, text
 from .errors import BadModelFile, MismatchError, OutputError, UsageError
 from .graph import Program, build_program
 from .h5reader import ModelFile, read_model
@@ -60,6 +61,14 @@ def generate_source(
 
     `embed_check`: an .npz (x0.., y0..) whose first sample is stored in the module with a `self_check()`.
     """
+    generated, model, program = _generate(path, options, embed_check)
+    return generated.text(), model, program
+
+
+def _generate(
+    path: str | os.PathLike, options: dict | None, embed_check: str | os.PathLike | None
+) -> tuple[Generated, ModelFile, Program]:
+    """generate_source, with the module as a Generated (written piece by piece: its weights are never one string)."""
     try:
         model = read_model(path)
         program = build_program(model, options)
@@ -88,9 +97,10 @@ def generate_source(
         options,
         settings=settings_text(options, embed_check),
         check=check,
+        stream=True,
     )
     if check is not None:
-        _run_self_check(source, embed_check)
+        _run_self_check(source.text(), embed_check)
     return source, model, program
 
 
@@ -178,7 +188,7 @@ def is_up_to_date(
     )
 
 
-def write_atomically(target: Path, text: str) -> None:
+def write_atomically(target: Path, text: str | Iterable[str]) -> None:
     """Write to a temporary file beside the target, then rename: no half-written output, ever.
 
     The temporary file (`.NAME.<random>.tmp`) is created inside the `try`, so an interrupt at any
@@ -189,7 +199,7 @@ def write_atomically(target: Path, text: str) -> None:
     tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
     try:
         with open(tmp, "x", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+            handle.writelines([text] if isinstance(text, str) else text)  # a Generated's chunks, one at a time
         os.replace(tmp, target)
     except FileExistsError:
         raise  # another writer's temporary file (a 64-bit random name): never ours to delete
@@ -219,9 +229,9 @@ def convert_file(
     target = output_path(path, out)
     if target.exists() and not force and not written_by_konverter(target):
         raise OutputError(f"{target} exists and was not written by Konverter; use --force to replace it")
-    source, _, program = generate_source(path, options, embed_check)
+    source, _, program = _generate(path, options, embed_check)
     try:
-        write_atomically(target, source)
+        write_atomically(target, source.chunks())
     except OSError as err:
         raise OutputError(f"cannot write {target} ({err.strerror or err})") from None
     return target, program

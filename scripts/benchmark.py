@@ -301,76 +301,81 @@ def _patch_index(height: int, width: int, channels: int, k: int) -> np.ndarray:
 
 
 class HandCNN:
-    """Conv2D 3x3 relu -> MaxPool 2 -> Conv2D 3x3 relu -> GAP -> Dense softmax, by hand.
+    """Conv2D 3x3 relu -> MaxPool 2 -> Conv2D 3x3 relu -> GAP -> Dense softmax, as fast as I can write it.
 
-    Convolutions are one gather of precomputed patch indices plus one product; max pooling is
-    np.maximum over four strided views of the conv buffer; the 1/121 of the average pooling is
-    folded into the Dense kernel.
+    im2col with channels innermost (the first convolution, one channel: a gather of precomputed
+    patch indices; the second: one copy of the strided window view, runs of 3 x 16 contiguous
+    values), kernels reshaped to (kh * kw * C, F), one product per layer into a preallocated
+    workspace, max pooling BEFORE bias and ReLU (4x fewer values; exact, both are monotone), the
+    pooling as a row-pair maximum (long contiguous rows) then a column-pair maximum, biases repeated
+    along a row (long inner loops), ReLU as clip (NumPy 2's maximum against a scalar is not
+    vectorized), the average pooling as a product with ones (its 1/121 folded into the Dense kernel). Batches run 64
+    images at a time through the same workspaces; one image uses workspaces for one.
     """
 
-    def __init__(self, layers: list, shape=(28, 28, 1)) -> None:
+    def __init__(self, layers: list, shape=(28, 28, 1), rows: int = 64) -> None:
         (_, _, (k1, b1)), _, (_, _, (k2, b2)), _, (_, _, (wd, bd)) = layers
         h, w, ch = shape
-        self.shape = shape
+        c1, c2 = k1.shape[-1], k2.shape[-1]
+        self.h1, self.w1 = h - 2, w - 2  # 26 x 26 after the first convolution
+        self.ph, self.pw = self.h1 // 2, self.w1 // 2  # 13 x 13 after pooling
+        self.h2, self.w2 = self.ph - 2, self.pw - 2  # 11 x 11 after the second convolution
         self.idx1 = _patch_index(h, w, ch, 3)
-        self.k1 = np.ascontiguousarray(k1.reshape(-1, k1.shape[-1]))
-        self.b1 = b1
-        self.h1, self.w1 = h - 2, w - 2
-        self.ph, self.pw = self.h1 // 2, self.w1 // 2
-        self.idx2 = _patch_index(self.ph, self.pw, k1.shape[-1], 3)
-        self.k2 = np.ascontiguousarray(k2.reshape(-1, k2.shape[-1]))
-        self.b2 = b2
-        self.positions = (self.ph - 2) * (self.pw - 2)
-        self.wd = np.ascontiguousarray(wd / np.float32(self.positions))
+        self.k1 = np.ascontiguousarray(k1.reshape(-1, c1))
+        self.k2 = np.ascontiguousarray(k2.reshape(-1, c2))
+        self.b1_row = np.tile(b1, (self.pw, 1))  # (13, 16): added to pooled rows
+        self.b2_row = np.tile(b2, (self.w2, 1))  # (11, 32)
+        self.wd = np.ascontiguousarray(wd / np.float32(self.h2 * self.w2))
+        self.ones = np.ones(self.h2 * self.w2, np.float32)
         self.bd = bd
-        c1 = k1.shape[-1]
-        # one-sample buffers and the pooling views over them
-        self.p1 = np.empty(self.idx1.shape, np.float32)
-        self.y1 = np.empty((self.h1 * self.w1, c1), np.float32)
-        self.z1 = np.zeros_like(self.y1)
-        grid = self.y1.reshape(self.h1, self.w1, c1)[: 2 * self.ph, : 2 * self.pw]
-        self.quads = [grid[a::2, b::2] for a in (0, 1) for b in (0, 1)]
-        self.pooled = np.empty((self.ph, self.pw, c1), np.float32)
-        self.pooled_flat = self.pooled.reshape(-1)
-        self.p2 = np.empty(self.idx2.shape, np.float32)
-        self.y2 = np.empty((self.positions, k2.shape[-1]), np.float32)
-        self.z2 = np.zeros_like(self.y2)
+        self.rows = rows
+        self.spaces = {n: self._workspaces(n, ch, c1, c2) for n in (1, rows)}
+
+    def _workspaces(self, n: int, ch: int, c1: int, c2: int) -> dict:
+        f32 = np.float32
+        return {
+            "p1": np.empty((n,) + self.idx1.shape, f32),
+            "y1": np.empty((n, self.h1, self.w1, c1), f32),
+            "r1": np.empty((n, self.ph, self.w1, c1), f32),
+            "q1": np.empty((n, self.ph, self.pw, c1), f32),
+            "p2": np.empty((n, self.h2, self.w2, 3, 3 * c1), f32),
+            "y2": np.empty((n, self.h2, self.w2, c2), f32),
+            "g": np.empty((n, c2), f32),
+        }
+
+    def _forward(self, x: np.ndarray, ws: dict, n: int, out: np.ndarray) -> None:
+        """x: (n, 28, 28, 1) float32; writes the n softmax rows into out."""
+        p1, y1, r1, q1, p2, y2, g = (ws[k][:n] for k in ("p1", "y1", "r1", "q1", "p2", "y2", "g"))
+        np.take(x.reshape(n, -1), self.idx1, axis=1, out=p1, mode="wrap")  # "raise" buffers `out`: 1.6x slower
+        np.matmul(p1.reshape(-1, p1.shape[-1]), self.k1, out=y1.reshape(-1, y1.shape[-1]))
+        np.maximum(y1[:, 0::2], y1[:, 1::2], out=r1)  # row pairs: runs of 26 x 16 values
+        pairs = r1.reshape(n, self.ph, self.pw, 2, -1)
+        np.maximum(pairs[:, :, :, 0], pairs[:, :, :, 1], out=q1)
+        q1 += self.b1_row
+        np.clip(q1, 0.0, np.inf, out=q1)
+        s = q1.strides
+        windows = np.ndarray(p2.shape, np.float32, q1, 0, (s[0], s[1], s[2], s[1], s[3]))
+        np.copyto(p2, windows)
+        np.matmul(p2.reshape(-1, self.k2.shape[0]), self.k2, out=y2.reshape(-1, y2.shape[-1]))
+        y2 += self.b2_row
+        np.clip(y2, 0.0, np.inf, out=y2)
+        np.matmul(self.ones, y2.reshape(n, -1, y2.shape[-1]), out=g)  # a product: 8x faster than add.reduce
+        np.matmul(g, self.wd, out=out)
+        out += self.bd
+        softmax_rows(out)
 
     def one(self, x: np.ndarray) -> np.ndarray:
-        np.take(x.reshape(-1), self.idx1, out=self.p1)
-        np.dot(self.p1, self.k1, out=self.y1)
-        self.y1 += self.b1
-        np.maximum(self.y1, self.z1, out=self.y1)
-        q0, q1, q2, q3 = self.quads
-        np.maximum(q0, q1, out=self.pooled)
-        np.maximum(self.pooled, q2, out=self.pooled)
-        np.maximum(self.pooled, q3, out=self.pooled)
-        np.take(self.pooled_flat, self.idx2, out=self.p2)
-        np.dot(self.p2, self.k2, out=self.y2)
-        self.y2 += self.b2
-        np.maximum(self.y2, self.z2, out=self.y2)
-        y = np.dot(self.y2.sum(axis=0), self.wd)
-        y += self.bd
-        return softmax_rows(y)
+        """One image, (28, 28, 1) or (1, 28, 28, 1); returns (10,)."""
+        out = np.empty((1, self.bd.shape[0]), np.float32)
+        self._forward(x, self.spaces[1], 1, out)
+        return out[0]
 
-    def batch(self, x: np.ndarray, rows: int = 64) -> np.ndarray:
-        out = np.empty((len(x), self.wd.shape[1]), np.float32)
-        for start in range(0, len(x), rows):
-            xs = x[start : start + rows]
-            n = len(xs)
-            y1 = xs.reshape(n, -1)[:, self.idx1] @ self.k1
-            y1 += self.b1
-            np.maximum(y1, 0.0, out=y1)
-            g = y1.reshape(n, self.h1, self.w1, -1)[:, : 2 * self.ph, : 2 * self.pw]
-            pooled = np.maximum(g[:, 0::2, 0::2], g[:, 0::2, 1::2])
-            np.maximum(pooled, g[:, 1::2, 0::2], out=pooled)
-            np.maximum(pooled, g[:, 1::2, 1::2], out=pooled)
-            y2 = pooled.reshape(n, -1)[:, self.idx2] @ self.k2
-            y2 += self.b2
-            np.maximum(y2, 0.0, out=y2)
-            y = y2.sum(axis=1) @ self.wd
-            y += self.bd
-            out[start : start + n] = softmax_rows(y)
+    def batch(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty((len(x), self.bd.shape[0]), np.float32)
+        ws = self.spaces[self.rows]
+        for start in range(0, len(x), self.rows):
+            stop = min(start + self.rows, len(x))
+            self._forward(x[start:stop], ws, stop - start, out[start:stop])
         return out
 
 
