@@ -45,7 +45,7 @@ def pad_spatial(x, pads, fill):
     if not any(lo or hi for lo, hi in pads):
         return x
     shape = (x.shape[0],) + tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[1:-1], pads)) + (x.shape[-1],)
-    out = np.full(shape, fill, dtype=x.dtype)
+    out = np.zeros(shape, dtype=x.dtype) if fill == 0 else np.full(shape, fill, dtype=x.dtype)  # zeros: 2x faster
     out[(slice(None),) + tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape[1:-1], pads))] = x
     return out
 
@@ -97,14 +97,14 @@ def finish_conv(y, bias, relu, channels_first, activation=None, residual=None):
     # y is a fresh channels-last array, so bias, residual and activation go in place (no full-size
     # temporaries). bias: (F,), or (W, F) repeated along an output row (bias_row): rows of W * F values
     # add 2x faster. residual: a tensor of the layer's output shape added before the activation
-    # (fuse_residual_into_conv). ReLU as clip: np.maximum against a scalar 0.0 takes 3x longer on
-    # NumPy 2 (not vectorized).
+    # (fuse_residual_into_conv). ReLU as the clip method: np.maximum against a scalar 0.0 takes 3x
+    # longer on NumPy 2 (not vectorized), np.clip's wrapper adds ~1 us a call.
     if bias is not None:
         y += bias
     if residual is not None:
         y += np.moveaxis(residual, 1, -1) if channels_first else residual
     if relu:
-        np.clip(y, 0.0, np.inf, out=y)
+        y.clip(0.0, np.inf, out=y)
     if activation is not None:
         activate_inplace(y, activation)
     return np.moveaxis(y, -1, 1) if channels_first else y
@@ -114,9 +114,9 @@ def activate_inplace(y, activation):
     # The activations a convolution's fresh output takes in place (fuse_activation_into_conv).
     # sigmoid is 1 / (1 + exp(-y)): exp overflowing to inf gives exactly 0, like Keras.
     if activation == "relu":
-        np.clip(y, 0.0, np.inf, out=y)
+        y.clip(0.0, np.inf, out=y)
     elif activation == "relu6":
-        np.clip(y, 0.0, 6.0, out=y)
+        y.clip(0.0, 6.0, out=y)
     elif activation == "sigmoid":
         np.negative(y, out=y)
         np.exp(y, out=y)
@@ -130,7 +130,7 @@ def activate_inplace(y, activation):
     elif activation == "hard_silu":
         e = y / 6.0
         e += 0.5
-        np.clip(e, 0.0, 1.0, out=e)
+        e.clip(0.0, 1.0, out=e)
         y *= e
     return y
 
