@@ -5,8 +5,8 @@
     venv-keras/bin/python scripts/bench_cnn.py --profile   # also: where the generated file's time goes, per layer
     python scripts/bench_cnn.py --profile-file model.py    # profile any generated file (NumPy only)
 
-The models are built at benchmark time with `keras.applications.<Model>(weights=None)` and random
-BatchNormalization statistics (nothing big is committed), saved as Keras 3 `.keras` files into a cache
+The models are built at benchmark time with `keras.applications.<Model>(weights=None,
+classifier_activation=None)` and random BatchNormalization statistics (nothing big is committed), saved as Keras 3 `.keras` files into a cache
 folder (`--cache`, default `<tmp>/konverter-bench-cnn`) together with Keras's outputs and the LiteRT
 flatbuffers, so later runs reuse them: a run in a NumPy-only environment with `ai-edge-litert`
 installed compares against LiteRT from the cache without TensorFlow. LiteRT gets the same weights
@@ -60,7 +60,11 @@ def build_model(name: str, size: int, folder: Path) -> Path:
     if path.exists() and path.with_suffix(".npz").exists():
         return path
     keras.utils.set_random_seed(1)
-    model = getattr(keras.applications, APPLICATIONS[name])(weights=None, input_shape=(size, size, 3))
+    # Logits out (no softmax): the error check against Keras then means something (softmax over 1,000
+    # classes squeezes every output near 0.001); the softmax would cost every contender the same.
+    model = getattr(keras.applications, APPLICATIONS[name])(
+        weights=None, input_shape=(size, size, 3), classifier_activation=None
+    )
     rng = np.random.RandomState(0)
     for w in model.weights:  # weights=None leaves mean 0 / variance 1: make BatchNormalization non-trivial
         shape, p = tuple(w.shape), w.path.lower()

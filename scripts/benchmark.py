@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py                 # NumPy only: generated files vs hand-written NumPy
     /path/to/venv-with-tensorflow/bin/python scripts/benchmark.py --markdown results.md
+    ... scripts/benchmark.py --models cnn --cnn --profile --memory   # + real CNNs vs LiteRT, a 210 MB model
 
 Models: the seed's benchmark MLP (Dense 1-512-512-256-128-128-128-64-64-64-1), the phone MLP
 (Dense 103-204-128-64-1), a GRU (20x8 -> GRU 32 -> Dense 16 relu -> Dense 4 softmax) and a small
@@ -680,6 +681,14 @@ def raw_weight_bytes(model: Path) -> int:
     return sum(4 * int(np.prod(a.shape)) for arrays in read_model(model).weights.values() for a in arrays)
 
 
+def run_script(script: Path, arguments: list, python: str = sys.executable) -> list:
+    """Another benchmark script's markdown report (its stdout), as lines; its progress goes to stderr."""
+    done = subprocess.run([python, str(script), *arguments], stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        return [f"{script.name} failed (exit {done.returncode})", ""]
+    return done.stdout.rstrip("\n").splitlines() + [""]
+
+
 # ----------------------------------------------------------------------------- main
 MODELS = {
     "benchmark": (FIXTURES / "benchmark__k2h5.h5", 10_000),
@@ -717,6 +726,11 @@ def main() -> None:
     parser.add_argument("--build-models", action="store_true", help="rebuild scripts/bench_models (needs tf_keras)")
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the whole-process timings")
+    parser.add_argument(
+        "--cnn", action="store_true", help="also MobileNetV2/ResNet50/EfficientNetB0 vs LiteRT (scripts/bench_cnn.py)"
+    )
+    parser.add_argument("--profile", action="store_true", help="with --cnn: a per-layer profile of each generated file")
+    parser.add_argument("--memory", action="store_true", help="also a 210 MB Dense model (scripts/bench_memory.py)")
     args = parser.parse_args()
 
     if args.build_models:
@@ -871,6 +885,14 @@ def main() -> None:
             MODELS["benchmark"][0], seed_generated, sample_inputs("benchmark", 10_000, 1), 5, args.python
         )
         report.append("")
+    # The real CNNs and the big model run in processes of their own (TensorFlow, hundreds of MB).
+    scripts = Path(__file__).resolve().parent
+    if args.cnn:
+        report += ["## Real CNNs against LiteRT (scripts/bench_cnn.py)", ""]
+        report += run_script(scripts / "bench_cnn.py", ["--profile"] if args.profile else [])
+    if args.memory:
+        report += ["## Memory and time of a big model (scripts/bench_memory.py)", ""]
+        report += run_script(scripts / "bench_memory.py", [], args.python)
     text = "\n".join(report) + "\n"
     print(text)
     if args.markdown:

@@ -518,10 +518,33 @@ def test_activations_run_in_place_inside_every_convolution(kind, name):
     with np.errstate(over="ignore"):
         want = _run_ops(ops, {id(t_in): x})[id(t_out)]
         fuse_activation_into_conv(ops, [t_out])
-        assert len(ops) == 1 and ops[0].kwargs == {"activation": name} and ops[0].outputs == (t_out,)
+        fused = "swish_halved" if name == "swish" else name  # swish: the convolution computes x / 2
+        assert len(ops) == 1 and ops[0].kwargs == {"activation": fused} and ops[0].outputs == (t_out,)
         got = _run_ops(ops, {id(t_in): x})[id(t_out)]
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_swish_after_a_residual_add_keeps_the_full_output():
+    from konverter.layers.activations import swish
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fuse_activation_into_conv, fuse_residual_into_conv
+    from konverter.layers.merge import merge_add
+
+    t_in, t_conv, t_sum, t_out = (Tensor((4, 4, 3)) for _ in range(4))
+    kernel = Const(rand(3, 3))
+    geometry = {"kernel_size": (1, 1), "strides": (1, 1), "dilation": (1, 1), "padding": "valid"}
+    ops = [
+        Op(conv, (t_in, kernel, Const(rand(3))), {**geometry, "channels_first": False}, (t_conv,)),
+        Op(merge_add, ([t_in, t_conv],), {}, (t_sum,)),
+        Op(swish, (t_sum,), {}, (t_out,)),
+    ]
+    x = rand(2, 4, 4, 3) * 3.0
+    want = _run_ops(ops, {id(t_in): x})[id(t_out)]
+    fuse_residual_into_conv(ops, [t_out])
+    fuse_activation_into_conv(ops, [t_out])
+    assert len(ops) == 1 and ops[0].kwargs["activation"] == "swish" and ops[0].args[1] is kernel
+    np.testing.assert_allclose(_run_ops(ops, {id(t_in): x})[id(t_out)], want, rtol=1e-6, atol=1e-6)
 
 
 def test_activation_of_a_shared_convolution_output_is_not_fused():
@@ -706,7 +729,7 @@ def test_squeeze_and_excitation_runs_as_one_call(keepdims, gate_first):
     fuse_activation_into_conv(ops, [out])
     fuse_squeeze_excite(ops, [out])
     assert [op.fn for op in ops] == [squeeze_excite] and ops[0].outputs == (out,)
-    assert ops[0].args[4] == "swish" and ops[0].args[7] == "sigmoid" and ops[0].args[6] is None
+    assert ops[0].args[4] == "swish_halved" and ops[0].args[7] == "sigmoid" and ops[0].args[6] is None
     np.testing.assert_allclose(_run_ops(ops, {id(x): values})[id(out)], want, rtol=1e-6, atol=1e-6)
 
 
