@@ -6,8 +6,9 @@
     python scripts/bench_cnn.py --profile-file model.py    # profile any generated file (NumPy only)
 
 The models are built at benchmark time with `keras.applications.<Model>(weights=None,
-classifier_activation=None)` and random BatchNormalization statistics (nothing big is committed), saved as Keras 3 `.keras` files into a cache
-folder (`--cache`, default `<tmp>/konverter-bench-cnn`) together with Keras's outputs and the LiteRT
+classifier_activation=None)` and random BatchNormalization statistics (nothing big is committed),
+saved as Keras 3 `.keras` files into a cache folder (`--cache`, default `<tmp>/konverter-bench-cnn`)
+together with Keras's outputs and the LiteRT
 flatbuffers, so later runs reuse them: a run in a NumPy-only environment with `ai-edge-litert`
 installed compares against LiteRT from the cache without TensorFlow. LiteRT gets the same weights
 (TFLiteConverter on the frozen Keras function) and runs with `num_threads=1`; BLAS is pinned to one
