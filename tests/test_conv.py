@@ -615,9 +615,10 @@ def test_depthwise_matches_naive_loop_with_tiles_built_at_import(
 
 @pytest.mark.parametrize("kind", ["conv", "grouped", "depthwise", "separable", "transpose", "pooled"])
 @pytest.mark.parametrize("channels_first", [False, True])
-def test_biases_repeated_along_a_row_give_the_same_results(kind, channels_first):
+def test_bias_and_relu_rows_give_the_same_results(kind, channels_first):
     from konverter.layers.base import Const, Derived, Op, Tensor
-    from konverter.layers.pooling import pool_before_bias_relu, tile_conv_biases
+    from konverter.layers.conv import bias_row, zeros_row
+    from konverter.layers.pooling import pool_before_bias_relu, tile_conv_rows
 
     fn, args, x, f = _conv_case("conv" if kind == "pooled" else kind, channels_first)
     if kind == "depthwise":
@@ -639,9 +640,10 @@ def test_biases_repeated_along_a_row_give_the_same_results(kind, channels_first)
         outputs = [t_pool]
         pool_before_bias_relu(ops, outputs)
     want = _run_ops(ops, {id(t_in): x})[id(outputs[0])]
-    tile_conv_biases(ops, outputs)
-    tiled = [a for op in ops for a in (*op.args, *op.kwargs.values()) if isinstance(a, Derived)]
-    assert len(tiled) == 1 and tiled[0].args[1] == (3 if kind == "pooled" else 6)
+    tile_conv_rows(ops, outputs)
+    rows = {a.fn: a.args for op in ops for a in (*op.args, *op.kwargs.values()) if isinstance(a, Derived)}
+    width = 3 if kind == "pooled" else 6
+    assert rows[bias_row][1] == width and rows[zeros_row] == (width, f)
     np.testing.assert_array_equal(_run_ops(ops, {id(t_in): x})[id(outputs[0])], want)
 
 

@@ -26,6 +26,7 @@ from .conv import (
     pad_spatial,
     private_conv_inputs,
     tile_depthwise_rows,
+    zeros_row,
 )
 from .merge import merge_multiply
 from .reshaping import reshape
@@ -270,8 +271,9 @@ def pool_before_bias_relu(ops: list, outputs: list) -> None:
         source.kwargs = {k: v for k, v in source.kwargs.items() if k != "relu"}
 
 
-def tile_conv_biases(ops: list, outputs: list) -> None:
-    """Convolution biases (also those moved after a max pooling) become row tiles built at import."""
+def tile_conv_rows(ops: list, outputs: list) -> None:
+    """A convolution's bias (also one moved after a max pooling) and its ReLU get rows built at import:
+    the bias repeated along an output row (bias_row), and zeros of that row for ReLU (zeros_row)."""
     for op in ops:
         if op.fn in CONV_BIAS_ARG or op.fn is conv_gather:
             index = 2 if op.fn is conv_gather else CONV_BIAS_ARG[op.fn]
@@ -280,17 +282,18 @@ def tile_conv_biases(ops: list, outputs: list) -> None:
             bias = op.kwargs.get("bias")
         else:
             continue
-        shape = op.outputs[0].shape
-        if not isinstance(bias, Const) or bias.array.ndim != 1 or shape is None or len(shape) < 2:
+        shape, channels_first = op.outputs[0].shape, bool(op.kwargs.get("channels_first"))
+        if shape is None or len(shape) < 2 or None in (shape[-1], shape[-2], shape[0]):
             continue
-        width = shape[-1] if op.kwargs.get("channels_first") else shape[-2]
-        if width is None or width < 2:
-            continue
-        row = Derived(bias_row, (bias, width))
-        if op.fn in CONV_BIAS_ARG or op.fn is conv_gather:
-            op.args = op.args[:index] + (row,) + op.args[index + 1 :]
-        else:
-            op.kwargs = {**op.kwargs, "bias": row}
+        width, channels = (shape[-1], shape[0]) if channels_first else (shape[-2], shape[-1])
+        if op.kwargs.get("relu") is True:
+            op.kwargs = {**op.kwargs, "relu": Derived(zeros_row, (width, channels))}
+        if isinstance(bias, Const) and bias.array.ndim == 1 and width > 1:
+            row = Derived(bias_row, (bias, width))
+            if op.fn is max_pool:
+                op.kwargs = {**op.kwargs, "bias": row}
+            else:
+                op.args = op.args[:index] + (row,) + op.args[index + 1 :]
 
 
 def _pointwise_conv(op: Op | None) -> bool:
@@ -355,5 +358,5 @@ def fuse_squeeze_excite(ops: list, outputs: list) -> None:
 
 # The gather and tiling rewrites come last: the passes before them recognise plain ops only.
 PROGRAM_PASSES.extend(
-    [pool_before_bias_relu, fuse_squeeze_excite, gather_narrow_convs, tile_depthwise_rows, tile_conv_biases]
+    [pool_before_bias_relu, fuse_squeeze_excite, gather_narrow_convs, tile_depthwise_rows, tile_conv_rows]
 )
