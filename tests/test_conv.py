@@ -146,6 +146,23 @@ def test_conv_of_a_large_batch_runs_a_few_images_per_product(monkeypatch):
     close(conv(x, kernel.reshape(-1, 4), bias, (3, 3), (1, 2), (1, 1), "same", False, relu=True), np.maximum(want, 0))
 
 
+@pytest.mark.parametrize("activation", ["swish_halved", "sigmoid", "relu6"])
+def test_batches_with_a_multi_pass_activation_run_a_few_images_at_a_time(monkeypatch, activation):
+    import konverter.layers.conv as conv_module
+
+    x, kernel, bias, dk = rand(5, 6, 7, 3) * 3.0, rand(3, 4), rand(4), rand(3, 3, 3, 1)
+    residual = rand(5, 6, 7, 4)
+    args = ((1, 1), (1, 1), (1, 1), "same", False)
+    want_conv = conv(x, kernel, bias, *args, activation=activation, residual=residual)
+    want_depthwise = depthwise_conv(x, dk, bias[:3], (3, 3), (1, 1), (1, 1), "same", False, activation=activation)
+    monkeypatch.setattr(conv_module, "ACTIVATION_CHUNK", 2 * 6 * 7 * 4)  # two images at a time, the last alone
+    assert conv_module.batch_step(5, 0, 6 * 7 * 4, activation) == (2 if activation != "relu6" else 5)
+    got = conv(x, kernel, bias, *args, activation=activation, residual=residual)
+    np.testing.assert_allclose(got, want_conv, rtol=1e-6, atol=1e-6)
+    got = depthwise_conv(x, dk, bias[:3], (3, 3), (1, 1), (1, 1), "same", False, activation=activation)
+    np.testing.assert_allclose(got, want_depthwise, rtol=1e-6, atol=1e-6)
+
+
 def test_conv_without_bias():
     x, kernel = rand(1, 5, 5, 2), rand(3, 3, 2, 3)
     close(
