@@ -3,6 +3,7 @@
     venv-keras/bin/python scripts/bench_cnn.py             # 96x96: MobileNetV2, ResNet50, EfficientNetB0
     venv-keras/bin/python scripts/bench_cnn.py --size 224 --models mobilenetv2
     venv-keras/bin/python scripts/bench_cnn.py --profile   # also: where the generated file's time goes, per layer
+    venv-keras/bin/python scripts/bench_cnn.py --keras     # also Keras model(x) (TensorFlow in the measuring process)
     python scripts/bench_cnn.py --profile-file model.py    # profile any generated file (NumPy only)
 
 The models are built at benchmark time with `keras.applications.<Model>(weights=None,
@@ -30,6 +31,7 @@ import argparse  # noqa: E402
 import ast  # noqa: E402
 import importlib.util  # noqa: E402
 import itertools  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -261,11 +263,31 @@ def speed_rows(contenders: list, reference: str) -> list:
 
 
 # ----------------------------------------------------------------------------- main
-def run_model(name: str, size: int, cache: Path, args: argparse.Namespace, keras_ok: bool) -> list:
+def build_in_child(names: list, size: int, cache: Path) -> str:
+    """Build the models and LiteRT flatbuffers in a child process ("" when done, else why not).
+
+    TensorFlow never enters the measuring process (unless --keras): with it loaded, the NumPy code
+    measured 5-50 % slower on this shared 2-core machine.
+    """
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "import bench_cnn as b\n"
+        "from pathlib import Path\n"
+        f"for name in {names!r}:\n"
+        f"    path = b.build_model(name, {size}, Path({str(cache)!r}))\n"
+        "    b.build_tflite(path, 1)\n"
+        f"    b.build_tflite(path, {BATCH})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+        return f"building the models needs Keras and TensorFlow ({last[:160]})"
+    return ""
+
+
+def run_model(name: str, size: int, cache: Path, args: argparse.Namespace) -> list:
     report = [f"### {APPLICATIONS[name]} {size}×{size}", ""]
     model_path = cache / f"{name}_{size}.keras"
-    if keras_ok:
-        build_model(name, size, cache)
     if not model_path.exists():
         return report + [f"SKIPPED: {model_path} is missing (run once where Keras is installed).", ""]
     generated = cache / f"{name}_{size}_generated.py"
@@ -281,9 +303,6 @@ def run_model(name: str, size: int, cache: Path, args: argparse.Namespace, keras
     contenders = [Contender("Konverter generated", one=module.predict, batch=module.predict)]
     notes = []
     litert_one = litert_batch = None
-    if keras_ok:
-        build_tflite(model_path, 1)
-        build_tflite(model_path, BATCH)
     one_file, batch_file = (model_path.with_name(f"{model_path.stem}_b{r}.tflite") for r in (1, BATCH))
     if one_file.exists() and batch_file.exists():
         litert_one, litert_batch = litert_runner(one_file), litert_runner(batch_file)
@@ -293,7 +312,7 @@ def run_model(name: str, size: int, cache: Path, args: argparse.Namespace, keras
         notes.append(f"LiteRT max |error| vs Keras on one image: {lite_err:.1e}")
     else:
         notes.append("LiteRT skipped: ai-edge-litert not installed, or no cached flatbuffer (needs TensorFlow once).")
-    if keras_ok and not args.no_keras:
+    if args.keras:
         contenders.append(Contender("Keras model(x), tf.function", one=keras_runner(model_path), one_as_slice=True))
         contenders[-1].batch = contenders[-1].one
     x = sample_inputs(name, size, max(BATCH, args.singles), seed=5)
@@ -326,7 +345,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--singles", type=int, default=20, help="one-image calls per round (default 20)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "konverter-bench-cnn")
-    parser.add_argument("--no-keras", action="store_true", help="no Keras contender (still builds models if it can)")
+    parser.add_argument("--keras", action="store_true", help="also time Keras (imports TensorFlow into this process)")
     parser.add_argument("--profile", action="store_true", help="also profile the generated file per layer")
     parser.add_argument("--profile-file", type=Path, help="only profile this generated file (one sample, random)")
     parser.add_argument("--top", type=int, default=15, help="slowest statements listed by the profile")
@@ -338,24 +357,23 @@ def main() -> None:
         print("\n".join(profile_report(args.profile_file, x, top=args.top)))
         return
     args.cache.mkdir(parents=True, exist_ok=True)
-    try:
-        import keras  # noqa: F401
+    print("== building the models (a child process with Keras)", file=sys.stderr)
+    problem = build_in_child(args.models, args.size, args.cache)
+    if args.keras:
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(1)  # before TensorFlow runs anything
         tf.config.threading.set_inter_op_parallelism_threads(1)
-        keras_ok = True
-    except ImportError:
-        keras_ok = False
     load = os.getloadavg()
     report = [
         f"- NumPy {np.__version__}, BLAS pinned to one thread; load average at start {load[0]:.2f} {load[1]:.2f}",
         f"- {args.rounds} interleaved rounds of {args.singles} one-image calls and one batch of {BATCH} each",
-        "",
+        f"- TensorFlow {'loaded in this process (Keras row)' if args.keras else 'not loaded in this process'}",
     ]
+    report += [f"- Models not rebuilt: {problem}", ""] if problem else [""]
     for name in args.models:
         print(f"== {name} {args.size}", file=sys.stderr)
-        report += run_model(name, args.size, args.cache, args, keras_ok)
+        report += run_model(name, args.size, args.cache, args)
     text = "\n".join(report) + "\n"
     print(text)
     if args.markdown:
