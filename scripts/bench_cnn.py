@@ -302,6 +302,12 @@ def run_model(name: str, size: int, cache: Path, args: argparse.Namespace) -> li
     within = bool(np.all(np.abs(got - y_ref) <= 1e-5 + 1e-4 * np.abs(y_ref)))
     contenders = [Contender("Konverter generated", one=module.predict, batch=module.predict)]
     notes = []
+    for root in args.compare or []:  # another checkout's file for the same model, e.g. before a change
+        other = cache / f"{name}_{size}_{Path(root).name}.py"
+        code = f"import sys; sys.path.insert(0, {str(root)!r}); import konverter; konverter.konvert(*sys.argv[1:])"
+        subprocess.run([sys.executable, "-c", code, str(model_path), str(other)], check=True)
+        older = import_file(other).predict
+        contenders.append(Contender(f"Konverter of {root}", one=older, batch=older))
     litert_one = litert_batch = None
     one_file, batch_file = (model_path.with_name(f"{model_path.stem}_b{r}.tflite") for r in (1, BATCH))
     if one_file.exists() and batch_file.exists():
@@ -346,6 +352,7 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=20, help="one-image calls per round (default 20)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "konverter-bench-cnn")
     parser.add_argument("--keras", action="store_true", help="also time Keras (imports TensorFlow into this process)")
+    parser.add_argument("--compare", type=Path, action="append", help="also time the file another checkout generates")
     parser.add_argument("--profile", action="store_true", help="also profile the generated file per layer")
     parser.add_argument("--profile-file", type=Path, help="only profile this generated file (one sample, random)")
     parser.add_argument("--top", type=int, default=15, help="slowest statements listed by the profile")
