@@ -20,19 +20,16 @@ is the median of the per-round ratios, measured in this one process.
 from __future__ import annotations
 
 import os
+import sys
 
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
-for _name in THREAD_VARIABLES:
-    os.environ[_name] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# benchmark.py pins BLAS to one thread before NumPy is imported, and puts this checkout's konverter first.
+from benchmark import import_file, interpreter_call  # noqa: E402, I001
 
 import argparse  # noqa: E402
 import ast  # noqa: E402
-import importlib.util  # noqa: E402
 import itertools  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import types  # noqa: E402
@@ -43,9 +40,6 @@ from pathlib import Path  # noqa: E402
 from typing import Callable, Optional  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # this checkout's konverter
 
 from konverter import konvert  # noqa: E402
 
@@ -114,17 +108,7 @@ def litert_runner(flatbuffer: Path) -> Optional[Callable]:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         return None
-    interp = Interpreter(model_path=str(flatbuffer), num_threads=1)
-    interp.allocate_tensors()
-    i_in, i_out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-    set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
-
-    def run(x):
-        set_tensor(i_in, x)
-        invoke()
-        return get_tensor(i_out)
-
-    return run
+    return interpreter_call(Interpreter(model_path=str(flatbuffer), num_threads=1))
 
 
 def keras_runner(model_path: Path) -> Callable:
@@ -135,15 +119,6 @@ def keras_runner(model_path: Path) -> Callable:
     model = keras.models.load_model(model_path, compile=False)
     fn = tf.function(lambda x: model(x, training=False))
     return lambda x: fn(x).numpy()
-
-
-def import_file(path: Path) -> types.ModuleType:
-    name = f"konverter_bench_cnn_{next(_counter)}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # ----------------------------------------------------------------------------- per-layer profile

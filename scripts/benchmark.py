@@ -433,6 +433,20 @@ def keras_contenders(model_path: Path, tf, keras_model) -> list:
     return out
 
 
+def interpreter_call(interp) -> Callable:
+    """x -> y through a LiteRT (TFLite) interpreter with one input and one output."""
+    interp.allocate_tensors()
+    i_in, i_out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+    set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
+
+    def call(x):
+        set_tensor(i_in, x)
+        invoke()
+        return get_tensor(i_out)
+
+    return call
+
+
 def litert_contender(tf, keras_model, batch_size: int) -> tuple[Optional[Contender], str]:
     """LiteRT through TensorFlow's converter and interpreter (tf.lite), 1 thread, fixed input shapes."""
     sample = list(keras_model.input_shape[1:])
@@ -441,18 +455,7 @@ def litert_contender(tf, keras_model, batch_size: int) -> tuple[Optional[Contend
         fn = tf.function(lambda x: keras_model(x, training=False))
         concrete = fn.get_concrete_function(tf.TensorSpec([rows] + sample, tf.float32))
         flat = tf.lite.TFLiteConverter.from_concrete_functions([concrete], keras_model).convert()
-        interp = tf.lite.Interpreter(model_content=flat, num_threads=1)
-        interp.allocate_tensors()
-        i_in = interp.get_input_details()[0]["index"]
-        i_out = interp.get_output_details()[0]["index"]
-        set_tensor, invoke, get_tensor = interp.set_tensor, interp.invoke, interp.get_tensor
-
-        def call(x):
-            set_tensor(i_in, x)
-            invoke()
-            return get_tensor(i_out)
-
-        return call
+        return interpreter_call(tf.lite.Interpreter(model_content=flat, num_threads=1))
 
     try:
         with warnings.catch_warnings():
