@@ -29,6 +29,7 @@ from benchmark import import_file, interpreter_call  # noqa: E402, I001
 import argparse  # noqa: E402
 import ast  # noqa: E402
 import itertools  # noqa: E402
+import math  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -183,6 +184,35 @@ def profile_report(path: Path, x: np.ndarray, calls: int = 20, top: int = 15) ->
     return rows
 
 
+def products_alone(model_path: Path, batch: int, rounds: int = 20) -> float:
+    """Seconds (best of `rounds`) of the model's matrix products alone: every convolution's and Dense
+    layer's product with the shapes of the generated file (1x1 as x @ W, kxk as im2col @ W), on random
+    inputs, nothing else. The floor a NumPy program over OpenBLAS cannot go below."""
+    from konverter.graph import build_program
+    from konverter.h5reader import read_model
+    from konverter.layers import conv, core, pooling
+    from konverter.optimize import optimize
+
+    program, _ = optimize(build_program(read_model(model_path)))
+    rng = np.random.default_rng(0)
+    pairs = []
+    for op in program.ops:
+        kernels = []
+        if op.fn in (conv.conv, conv.conv_gather, core.dense, core.dense_relu):
+            kernels = [(op.args[1].array, batch * math.prod(op.outputs[0].shape[:-1]))]
+        elif op.fn is pooling.squeeze_excite:
+            kernels = [(op.args[2].array, batch), (op.args[5].array, batch)]
+        for kernel, rows in kernels:
+            pairs.append((rng.standard_normal((rows, kernel.shape[0]), dtype=np.float32), kernel))
+    best = math.inf
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for a, kernel in pairs:
+            a @ kernel
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 # ----------------------------------------------------------------------------- timing
 @dataclass
 class Contender:
@@ -314,6 +344,12 @@ def run_model(name: str, size: int, cache: Path, args: argparse.Namespace) -> li
     report += [f"- {note}" for note in notes]
     report.append("")
     if args.profile:
+        one, batch = products_alone(model_path, 1), products_alone(model_path, BATCH, rounds=5)
+        report.append(
+            f"Its matrix products alone (same shapes, random inputs, best of several): {fmt(one)} for one image, "
+            f"{fmt(batch)} for a batch of {BATCH}."
+        )
+        report.append("")
         report += profile_report(generated, x[0], top=args.top) + [""]
         report += profile_report(generated, x[:BATCH], calls=5, top=args.top) + [""]
     return report
