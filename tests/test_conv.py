@@ -917,3 +917,30 @@ def test_gather_indices_are_built_at_import_not_stored(tmp_path):
     module = import_file(tmp_path / "a.py")
     index = getattr(module, calls[0].split(" = ")[0])
     assert index.dtype == np.intp and not index.flags.writeable
+
+
+def test_mobile_blocks_fixture_runs_every_fusion():
+    """The fixture of scripts/fixtures_mobile.py (checked against Keras by test_fixtures): each of its
+    layers runs as one call, the activations, Adds and squeeze-and-excitation inside the convolutions."""
+    from conftest import FIXTURES
+
+    from konverter.convert import generate_source
+
+    source = generate_source(FIXTURES / "conv" / "mobile_blocks__k3keras.keras")[0]
+    body = source[source.index("def predict") : source.index("# ---", source.index("def predict"))]
+    calls = [line.split(" = ")[1].split("(")[0] for line in body.splitlines() if " = " in line and "(" in line]
+    assert calls[2:] == [
+        "scale_only",
+        "conv",
+        "depthwise_conv",
+        "squeeze_excite",
+        "conv",
+        "zero_pad",
+        "depthwise_conv",
+        "conv",
+        "depthwise_conv",
+        "conv",
+        "global_average_product",
+        "dense",
+    ], calls
+    assert "residual=t0" in body and body.count("'swish_halved'") == 3 and body.count("tiles=") == 2
