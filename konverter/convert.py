@@ -16,10 +16,10 @@ import sys
 import types
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from . import pipeline
-from .codegen import MARKER, SETTINGS_LINE, SOURCE_HASH_LINE, WEIGHT_DTYPES, SelfCheck, text
+from .codegen import END_LINE, MARKER, SETTINGS_LINE, SOURCE_HASH_LINE, WEIGHT_DTYPES, Generated, SelfCheck, text
 from .errors import BadModelFile, KonverterError, KonverterWarning, MismatchError, OutputError, UsageError
 from .graph import Program
 from .h5reader import MODEL_SUFFIXES, ModelFile
@@ -128,6 +128,14 @@ def generate_source(
 
     `embed_check`: an .npz (x0.., y0..) whose first sample is stored in the module with a `self_check()`.
     """
+    generated, model, program = _generate(path, options, embed_check)
+    return generated.text(), model, program
+
+
+def _generate(
+    path: str | os.PathLike, options: dict | None, embed_check: str | os.PathLike | None
+) -> tuple[Generated, ModelFile, Program]:
+    """generate_source, with the module as a Generated (written piece by piece: its weights are never one string)."""
     options = check_options(options) or None
     model = pipeline.read(path)
     program = pipeline.build(model, options)
@@ -144,9 +152,11 @@ def generate_source(
         check = SelfCheck(Path(embed_check).name, first.inputs, first.outputs, atol, rtol)
     optimized = pipeline.optimize(program)
     settings = settings_text(options, embed_check)
-    source = pipeline.emit(optimized, model, path, file_hash(path), options, settings=settings, check=check)
+    source = pipeline.emit(
+        optimized, model, path, file_hash(path), options, settings=settings, check=check, stream=True
+    )
     if check is not None:
-        _run_self_check(source, embed_check, options)
+        _run_self_check(source.text(), embed_check, options)
     return source, model, program
 
 
@@ -238,13 +248,17 @@ def _is_regular(path: str | os.PathLike) -> bool:
         return False
 
 
-def seal(source: str) -> str:
-    """The generated text with one more header line: the SHA-256 of the text without that line."""
-    lines = source.splitlines(keepends=True)
-    marker = next(i for i, line in enumerate(lines) if line.startswith(MARKER + " "))
-    at = marker + 1 + _header_length(lines[marker + 1 :])
-    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
-    return "".join(lines[:at] + [f"{CONTENT_HASH_LINE}{digest}\n"] + lines[at:])
+def sealed(chunks: Iterable[str]) -> Iterator[str]:
+    """The generated text, a chunk at a time, with one more line just before the closing END_LINE:
+    the SHA-256 of the file without that line (computed as the chunks go by, never all in memory)."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        if chunk == END_LINE + "\n":
+            digest.update(chunk.encode("utf-8"))
+            yield f"{CONTENT_HASH_LINE}{digest.hexdigest()}\n"
+        else:
+            digest.update(chunk.encode("utf-8"))
+        yield chunk
 
 
 def is_intact(target: str | os.PathLike) -> bool:
@@ -255,20 +269,15 @@ def is_intact(target: str | os.PathLike) -> bool:
     """
     if not _is_regular(target):
         return False
-    key = ("\n" + CONTENT_HASH_LINE).encode()
-    digest = hashlib.sha256()
+    key = CONTENT_HASH_LINE.encode()
+    digest, recorded = hashlib.sha256(), None
     with open(target, "rb") as handle:
-        head = handle.read(1 << 20)
-        at = head.find(key)
-        end = head.find(b"\n", at + 1) if at >= 0 else -1
-        if end < 0:
-            return False
-        recorded = head[at + len(key) : end].decode("ascii", "replace")
-        digest.update(head[: at + 1])
-        digest.update(head[end + 1 :])
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest() == recorded
+        for line in handle:  # the weights' lines are 4 KB: streamed, constant memory
+            if recorded is None and line.startswith(key):
+                recorded = line[len(key) :].strip().decode("ascii", "replace")
+            else:
+                digest.update(line)
+    return recorded is not None and digest.hexdigest() == recorded
 
 
 def is_up_to_date(
@@ -290,7 +299,7 @@ def is_up_to_date(
     )
 
 
-def write_atomically(target: Path, text: str) -> None:
+def write_atomically(target: Path, text: str | Iterable[str]) -> None:
     """Write to a temporary file beside the target, then rename: no half-written output, ever.
 
     The temporary file (`.NAME.<random>.tmp`) is created inside the `try`, so an interrupt at any
@@ -301,7 +310,7 @@ def write_atomically(target: Path, text: str) -> None:
     tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp"
     try:
         with open(tmp, "x", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+            handle.writelines([text] if isinstance(text, str) else text)  # a Generated's chunks, one at a time
         os.replace(tmp, target)
     except FileExistsError:
         raise  # another writer's temporary file (a 64-bit random name): never ours to delete
@@ -375,9 +384,9 @@ def convert_file(
         require_regular_file(embed_check, "--embed-check")
     target = output_path(path, out)
     check_target(path, target, force)
-    source, _, program = generate_source(path, options, embed_check)
+    source, _, program = _generate(path, options, embed_check)
     try:
-        write_atomically(target, seal(source))
+        write_atomically(target, sealed(source.chunks()))
     except OSError as err:
         raise OutputError(f"cannot write {target} ({err.strerror or err})") from None
     return target, program

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from .codegen import SelfCheck, generate
+from .codegen import Generated, SelfCheck, generate
 from .errors import BadModelFile
 from .graph import Builder, BuildObserver, Program
 from .h5reader import ModelFile, read_model
@@ -88,8 +88,9 @@ def emit(
     *,
     settings: str = "",
     check: SelfCheck | None = None,
-) -> str:
-    """Stage 4: the generated module's text."""
+    stream: bool = False,
+) -> str | Generated:
+    """Stage 4: the generated module's text (with `stream`: a Generated, written a block at a time)."""
     program, chain = optimized
     return generate(
         program,
@@ -101,4 +102,5 @@ def emit(
         options,
         settings=settings,
         check=check,
+        stream=stream,
     )

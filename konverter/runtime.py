@@ -128,6 +128,99 @@ def unpack_weights(blob, table):
     return arrays
 
 
+def read_weights(namespace, table, size):
+    # The weights are base64 in the "#:" comment lines at the end of this module's source, after the
+    # code: never compiled, so the .pyc holds none of them and no string copy of them is ever made.
+    # Decoded here once, 1 MB at a time, straight into each array's own buffer (allocated when the
+    # stream reaches it); float16 storage is widened to float32 as soon as an array is complete.
+    # Peak memory: the float32 weights plus one array's stored bytes. Arrays are read-only.
+    arrays, current, pos = [], None, 0  # pos: bytes of the stream consumed so far
+    try:
+        for data in weight_blocks(module_source(namespace)):
+            data, at = memoryview(data), 0
+            while at < len(data):
+                if len(arrays) == len(table):  # the last array's alignment padding (pos is checked below)
+                    pos += len(data) - at
+                    break
+                offset, dtype, shape = table[len(arrays)]
+                nbytes = np.dtype(dtype).itemsize * math.prod(shape)
+                if pos < offset:  # alignment padding before this array
+                    skip = min(offset - pos, len(data) - at)
+                    at, pos = at + skip, pos + skip
+                    continue
+                if current is None:
+                    current = bytearray(nbytes)
+                take = min(offset + nbytes - pos, len(data) - at)
+                current[pos - offset : pos - offset + take] = data[at : at + take]
+                at, pos = at + take, pos + take
+                if pos == offset + nbytes:
+                    arrays.append(stored_array(current, dtype, shape))
+                    current = None
+    except (ValueError, TypeError) as err:  # a damaged line
+        raise ImportError(f"the weights at the end of this file are damaged ({type(err).__name__})") from None
+    while len(arrays) < len(table) and table[len(arrays)][0] >= pos and 0 in table[len(arrays)][2]:
+        arrays.append(stored_array(bytearray(0), table[len(arrays)][1], table[len(arrays)][2]))  # empty arrays
+    if len(arrays) != len(table) or pos != size:
+        raise ImportError(f"the weights at the end of this file are damaged or cut off ({pos} bytes, not {size})")
+    return arrays
+
+
+def stored_array(buffer, dtype, shape):
+    # One array of read_weights: a read-only view of its bytes, float16 widened to float32.
+    a = np.frombuffer(buffer, dtype).reshape(shape)
+    if a.dtype == np.float16:
+        a = a.astype(np.float32)
+    a.flags.writeable = False
+    return a
+
+
+def weight_blocks(lines):
+    # The decoded bytes of the "#:" lines after the "# konverter-weights" marker, 256 lines at a time.
+    try:
+        for line in lines:  # the code, up to the marker line
+            if line.startswith(b"# konverter-weights"):
+                break
+        block = []
+        for line in lines:
+            if not line.startswith(b"#:"):
+                break
+            block.append(line)
+            if len(block) == 256:
+                yield base64.b64decode(b"".join(block))  # skips the "#:" and the line ends
+                block = []
+        if block:
+            yield base64.b64decode(b"".join(block))
+    finally:
+        close = getattr(lines, "close", None)
+        if close is not None:
+            close()
+
+
+def module_source(namespace):
+    # This module's own source, as lines of bytes: streamed from its file (constant memory), or from
+    # its loader when there is no file (konverter.load() imports from memory, zip imports).
+    path = namespace.get("__file__")
+    if path:
+        try:
+            return open(path, "rb")
+        except OSError:
+            pass
+    spec = namespace.get("__spec__")
+    get_data = getattr(getattr(spec, "loader", None), "get_data", None)
+    if get_data is None or not getattr(spec, "origin", None):
+        raise ImportError("cannot read the weights: they are stored at the end of this module's source file")
+    return lines_of(get_data(spec.origin))
+
+
+def lines_of(data):
+    # The lines of a bytes object, one at a time (no list of all of them).
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start) + 1 or len(data)
+        yield data[start:end]
+        start = end
+
+
 def one_sample_buffers(widths):
     # Per-thread work buffers of the one-sample path: for each width n, a float32 vector of n + 1
     # ending in 1.0 (it multiplies the bias row of an augmented kernel), a view of its first n

@@ -100,7 +100,7 @@ def test_embed_check_adds_a_passing_self_check(tmp_path):
 def test_self_check_detects_a_damaged_file(tmp_path):
     out = konverter.konvert(EXAMPLE, tmp_path / "m.py", embed_check=EXAMPLE_REF)
     text = out.read_text()
-    at = text.index('_WEIGHTS = (\n    "') + len('_WEIGHTS = (\n    "') + 4
+    at = text.index("\n#:") + len("\n#:") + 4  # the weights: "#:" base64 comment lines at the end
     # Base64 character 4 holds the sign and top exponent bits of the first float32 weight: flip one of them.
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
     flipped = alphabet[alphabet.index(text[at]) ^ 0b010000]

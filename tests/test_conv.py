@@ -137,6 +137,32 @@ def test_conv_matches_naive_loop(size, ks, strides, dilation, padding):
     close(got, np.moveaxis(want, -1, 1))
 
 
+def test_conv_of_a_large_batch_runs_a_few_images_per_product(monkeypatch):
+    import konverter.layers.conv as conv_module
+
+    x, kernel, bias = rand(7, 6, 5, 3), rand(3, 3, 3, 4), rand(4)
+    want = naive_conv(x, kernel, bias, (1, 2), (1, 1), "same")
+    monkeypatch.setattr(conv_module, "PATCH_CHUNK", 2 * 6 * 3 * 27)  # two images per product, the last alone
+    close(conv(x, kernel.reshape(-1, 4), bias, (3, 3), (1, 2), (1, 1), "same", False, relu=True), np.maximum(want, 0))
+
+
+@pytest.mark.parametrize("activation", ["swish_halved", "sigmoid", "relu6"])
+def test_batches_with_a_multi_pass_activation_run_a_few_images_at_a_time(monkeypatch, activation):
+    import konverter.layers.conv as conv_module
+
+    x, kernel, bias, dk = rand(5, 6, 7, 3) * 3.0, rand(3, 4), rand(4), rand(3, 3, 3, 1)
+    residual = rand(5, 6, 7, 4)
+    args = ((1, 1), (1, 1), (1, 1), "same", False)
+    want_conv = conv(x, kernel, bias, *args, activation=activation, residual=residual)
+    want_depthwise = depthwise_conv(x, dk, bias[:3], (3, 3), (1, 1), (1, 1), "same", False, activation=activation)
+    monkeypatch.setattr(conv_module, "ACTIVATION_CHUNK", 2 * 6 * 7 * 4)  # two images at a time, the last alone
+    assert conv_module.batch_step(5, 0, 6 * 7 * 4, activation) == (2 if activation != "relu6" else 5)
+    got = conv(x, kernel, bias, *args, activation=activation, residual=residual)
+    np.testing.assert_allclose(got, want_conv, rtol=1e-6, atol=1e-6)
+    got = depthwise_conv(x, dk, bias[:3], (3, 3), (1, 1), (1, 1), "same", False, activation=activation)
+    np.testing.assert_allclose(got, want_depthwise, rtol=1e-6, atol=1e-6)
+
+
 def test_conv_without_bias():
     x, kernel = rand(1, 5, 5, 2), rand(3, 3, 2, 3)
     close(
@@ -416,13 +442,17 @@ def test_conv_with_unknown_spatial_size_records_unknown_output_size():
 
 def _run_ops(ops, env):
     """Evaluate recorded ops the way the generated predict() does."""
-    from konverter.layers.base import Const, Tensor
+    from konverter.layers.base import Const, Derived, Tensor
 
     def value(v):
         if isinstance(v, Tensor):
             return env[id(v)]
         if isinstance(v, Const):
             return v.array
+        if isinstance(v, Derived):  # computed at import in the generated file
+            return v.fn(*[value(a) for a in v.args])
+        if isinstance(v, list):
+            return [value(a) for a in v]
         return v
 
     for op in ops:
@@ -461,7 +491,7 @@ def _conv_case(kind, channels_first):
 def test_batchnorm_and_relu_fold_into_every_convolution(kind, channels_first):
     from konverter.layers.activations import relu
     from konverter.layers.base import Const, Op, Tensor
-    from konverter.layers.conv import fold_batchnorm_into_conv, fuse_relu_into_conv
+    from konverter.layers.conv import fold_batchnorm_into_conv, fuse_activation_into_conv
     from konverter.layers.normalization import scale_shift
 
     fn, args, x, f = _conv_case(kind, channels_first)
@@ -481,11 +511,256 @@ def test_batchnorm_and_relu_fold_into_every_convolution(kind, channels_first):
     ]
     want = _run_ops(ops, {id(t_in): x})[id(t_out)]
     fold_batchnorm_into_conv(ops, [t_out])
-    fuse_relu_into_conv(ops, [t_out])
+    fuse_activation_into_conv(ops, [t_out])
     assert len(ops) == 1 and ops[0].kwargs["relu"] is True and ops[0].outputs == (t_out,)
     got = _run_ops(ops, {id(t_in): x})[id(t_out)]
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["conv", "grouped", "depthwise", "separable", "transpose"])
+@pytest.mark.parametrize("name", ["relu6", "sigmoid", "swish", "hard_silu"])
+def test_activations_run_in_place_inside_every_convolution(kind, name):
+    from konverter.layers import activations
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fuse_activation_into_conv
+
+    fn, args, x, f = _conv_case(kind, False)
+    t_in, t_conv, t_out = Tensor(x.shape[1:]), Tensor((3, 3, f)), Tensor((3, 3, f))
+    ops = [
+        Op(fn, (t_in, *[Const(a) if isinstance(a, np.ndarray) else a for a in args], False), {}, (t_conv,)),
+        Op(getattr(activations, name), (t_conv,), {}, (t_out,)),
+    ]
+    x = x * 4.0  # values well past relu6's 6 and sigmoid's linear part; exp may overflow to inf (as in predict)
+    with np.errstate(over="ignore"):
+        want = _run_ops(ops, {id(t_in): x})[id(t_out)]
+        fuse_activation_into_conv(ops, [t_out])
+        fused = "swish_halved" if name == "swish" else name  # swish: the convolution computes x / 2
+        assert len(ops) == 1 and ops[0].kwargs == {"activation": fused} and ops[0].outputs == (t_out,)
+        got = _run_ops(ops, {id(t_in): x})[id(t_out)]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_swish_after_a_residual_add_keeps_the_full_output():
+    from konverter.layers.activations import swish
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fuse_activation_into_conv, fuse_residual_into_conv
+    from konverter.layers.merge import merge_add
+
+    t_in, t_conv, t_sum, t_out = (Tensor((4, 4, 3)) for _ in range(4))
+    kernel = Const(rand(3, 3))
+    geometry = {"kernel_size": (1, 1), "strides": (1, 1), "dilation": (1, 1), "padding": "valid"}
+    ops = [
+        Op(conv, (t_in, kernel, Const(rand(3))), {**geometry, "channels_first": False}, (t_conv,)),
+        Op(merge_add, ([t_in, t_conv],), {}, (t_sum,)),
+        Op(swish, (t_sum,), {}, (t_out,)),
+    ]
+    x = rand(2, 4, 4, 3) * 3.0
+    want = _run_ops(ops, {id(t_in): x})[id(t_out)]
+    fuse_residual_into_conv(ops, [t_out])
+    fuse_activation_into_conv(ops, [t_out])
+    assert len(ops) == 1 and ops[0].kwargs["activation"] == "swish" and ops[0].args[1] is kernel
+    np.testing.assert_allclose(_run_ops(ops, {id(t_in): x})[id(t_out)], want, rtol=1e-6, atol=1e-6)
+
+
+def test_activation_of_a_shared_convolution_output_is_not_fused():
+    from konverter.layers.activations import swish
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fuse_activation_into_conv
+
+    t_in, t_conv, t_out = Tensor((5, 5, 2)), Tensor((3, 3, 3)), Tensor((3, 3, 3))
+    geometry = {"kernel_size": (3, 3), "strides": (1, 1), "dilation": (1, 1), "padding": "valid"}
+    ops = [
+        Op(conv, (t_in, Const(rand(18, 3)), None), {**geometry, "channels_first": False}, (t_conv,)),
+        Op(swish, (t_conv,), {}, (t_out,)),
+    ]
+    fuse_activation_into_conv(ops, [t_out, t_conv])
+    assert len(ops) == 2 and "activation" not in ops[0].kwargs
+
+
+def test_max_pool_does_not_take_a_non_relu_activation():
+    from konverter.layers.pooling import pool_before_bias_relu
+
+    ops, outputs, bias = _conv_pool_ops(False)
+    ops[0].kwargs = {**ops[0].kwargs, "relu": False, "activation": "swish"}  # swish is not monotone
+    pool_before_bias_relu(ops, outputs)
+    assert ops[0].args[2] is bias and "bias" not in ops[1].kwargs
+
+
+# ----------------------------------------------------------------------------- depthwise rows
+
+
+@pytest.mark.parametrize(
+    "size,ks,strides,dilation,padding,mult",
+    [
+        ((9,), (3,), (1,), (1,), "same", 1),
+        ((9,), (5,), (1,), (2,), "valid", 2),
+        ((8,), (3,), (2,), (1,), "same", 1),
+        ((7, 6), (3, 3), (1, 1), (1, 1), "same", 1),
+        ((7, 6), (5, 5), (1, 1), (1, 1), "same", 1),
+        ((8, 7), (3, 3), (2, 1), (1, 1), "same", 2),
+        ((8, 7), (3, 2), (1, 1), (2, 3), "valid", 1),
+        ((8, 7), (3, 3), (2, 2), (1, 1), "valid", 1),
+        ((8, 7), (3, 3), (1, 2), (1, 1), "same", 3),
+    ],
+)
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_depthwise_matches_naive_loop_with_tiles_built_at_import(
+    size, ks, strides, dilation, padding, mult, channels_first
+):
+    from konverter.layers.base import Const, Derived, Op, Tensor
+    from konverter.layers.conv import tile_depthwise_rows
+
+    c = 5
+    x, kernel, bias = rand(2, *size, c), rand(*ks, c, mult), rand(c * mult)
+    want = naive_conv(x, kernel.reshape(*ks, 1, c * mult), bias, strides, dilation, padding, groups=c)
+    if channels_first:
+        x, want = np.moveaxis(x, -1, 1), np.moveaxis(want, -1, 1)
+    options = {"kernel_size": ks, "strides": strides, "dilation": dilation, "padding": padding}
+    t_in, t_out = Tensor(x.shape[1:]), Tensor(want.shape[1:])
+    ops = [
+        Op(depthwise_conv, (t_in, Const(kernel), Const(bias)), {**options, "channels_first": channels_first}, (t_out,))
+    ]
+    close(_run_ops(ops, {id(t_in): x})[id(t_out)], want)  # tiles built on each call
+    tile_depthwise_rows(ops, [t_out])
+    tiles = ops[0].kwargs.get("tiles")
+    assert isinstance(tiles, Derived) if strides[-1] == 1 else tiles is None
+    assert tiles is None or tiles.args[0] is ops[0].args[1]  # the stored kernel, not a copy
+    close(_run_ops(ops, {id(t_in): x})[id(t_out)], want)
+
+
+@pytest.mark.parametrize("kind", ["conv", "grouped", "depthwise", "separable", "transpose", "pooled"])
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_bias_and_relu_rows_give_the_same_results(kind, channels_first):
+    from konverter.layers.base import Const, Derived, Op, Tensor
+    from konverter.layers.conv import bias_row, zeros_row
+    from konverter.layers.pooling import pool_before_bias_relu, tile_conv_rows
+
+    fn, args, x, f = _conv_case("conv" if kind == "pooled" else kind, channels_first)
+    if kind == "depthwise":
+        args = (args[0], rand(f)) + args[2:]
+    t_in, t_conv, t_pool = Tensor(x.shape[1:]), Tensor((f, 4, 6) if channels_first else (4, 6, f)), Tensor(None)
+    ops = [
+        Op(
+            fn,
+            (t_in, *[Const(a) if isinstance(a, np.ndarray) else a for a in args]),
+            {"channels_first": channels_first, "relu": True},
+            (t_conv,),
+        )
+    ]
+    outputs = [t_conv]
+    if kind == "pooled":
+        t_pool.shape = (f, 2, 3) if channels_first else (2, 3, f)
+        pool = {"pool_size": (2, 2), "strides": (2, 2), "padding": "valid", "channels_first": channels_first}
+        ops.append(Op(max_pool, (t_conv,), pool, (t_pool,)))
+        outputs = [t_pool]
+        pool_before_bias_relu(ops, outputs)
+    want = _run_ops(ops, {id(t_in): x})[id(outputs[0])]
+    tile_conv_rows(ops, outputs)
+    rows = {a.fn: a.args for op in ops for a in (*op.args, *op.kwargs.values()) if isinstance(a, Derived)}
+    width = 3 if kind == "pooled" else 6
+    assert rows[bias_row][1] == width and rows[zeros_row] == (width, f)
+    np.testing.assert_array_equal(_run_ops(ops, {id(t_in): x})[id(outputs[0])], want)
+
+
+@pytest.mark.parametrize("channels_first", [False, True])
+@pytest.mark.parametrize("shortcut_after", [False, True])
+def test_residual_add_and_relu_run_inside_the_convolution(channels_first, shortcut_after):
+    from konverter.layers.activations import relu
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fuse_activation_into_conv, fuse_residual_into_conv
+    from konverter.layers.merge import merge_add
+    from konverter.layers.normalization import scale_only
+
+    x = rand(2, 5, 5, 3)
+    shape = (3, 5, 5) if channels_first else (5, 5, 3)
+    if channels_first:
+        x = np.moveaxis(x, -1, 1)
+    t_in, t_conv, t_short, t_sum, t_out = (Tensor(shape) for _ in range(5))
+    geometry = {"kernel_size": (3, 3), "strides": (1, 1), "dilation": (1, 1), "padding": "same"}
+    conv_op = Op(
+        conv, (t_in, Const(rand(27, 3)), Const(rand(3))), {**geometry, "channels_first": channels_first}, (t_conv,)
+    )
+    shortcut_op = Op(scale_only, (t_in,), {"scale": 2.0}, (t_short,))  # computed after the convolution, or before
+    ops = [conv_op, shortcut_op] if shortcut_after else [shortcut_op, conv_op]
+    ops += [Op(merge_add, ([t_short, t_conv],), {}, (t_sum,)), Op(relu, (t_sum,), {}, (t_out,))]
+    want = _run_ops(ops, {id(t_in): x})[id(t_out)]
+    fuse_residual_into_conv(ops, [t_out])
+    fuse_activation_into_conv(ops, [t_out])
+    assert [op.fn for op in ops] == [scale_only, conv]  # the convolution runs where the Add was
+    assert ops[1].kwargs["residual"] is t_short and ops[1].kwargs["relu"] is True and ops[1].outputs == (t_out,)
+    np.testing.assert_allclose(_run_ops(ops, {id(t_in): x})[id(t_out)], want, rtol=1e-6, atol=1e-6)
+
+
+def test_residual_is_not_fused_into_a_convolution_whose_output_is_read_elsewhere():
+    from konverter.layers.base import Const, Op, Tensor
+    from konverter.layers.conv import fuse_residual_into_conv
+    from konverter.layers.merge import merge_add
+
+    t_in, t_conv, t_sum = Tensor((5, 5, 3)), Tensor((5, 5, 3)), Tensor((5, 5, 3))
+    geometry = {"kernel_size": (1, 1), "strides": (1, 1), "dilation": (1, 1), "padding": "valid"}
+    ops = [
+        Op(conv, (t_in, Const(rand(3, 3)), None), {**geometry, "channels_first": False}, (t_conv,)),
+        Op(merge_add, ([t_in, t_conv],), {}, (t_sum,)),
+    ]
+    fuse_residual_into_conv(ops, [t_sum, t_conv])
+    assert len(ops) == 2 and "residual" not in ops[0].kwargs
+
+
+def _squeeze_excite_ops(keepdims: bool, gate_first: bool):
+    """GAP -> [Reshape] -> 1x1 conv (swish) -> 1x1 conv (sigmoid) -> Multiply, as the converters record it."""
+    from konverter.layers.activations import sigmoid, swish
+    from konverter.layers.base import Const, Derived, Op, Tensor
+    from konverter.layers.merge import merge_multiply
+    from konverter.layers.pooling import global_average_pool, global_average_product, mean_weights
+    from konverter.layers.reshaping import reshape
+
+    one = {"kernel_size": (1, 1), "strides": (1, 1), "dilation": (1, 1), "padding": "same", "channels_first": False}
+    shapes = [(4, 5, 6), (6,), (1, 1, 6), (1, 1, 2), (1, 1, 2), (1, 1, 6), (1, 1, 6), (4, 5, 6)]
+    x, gap, gate_in, hidden, hidden_act, gate, gate_act, out = (Tensor(s) for s in shapes)
+    if keepdims:
+        ops = [Op(global_average_pool, (x,), {"axes": (1, 2), "keepdims": True}, (gate_in,))]
+    else:
+        ops = [
+            Op(global_average_product, (x, Derived(mean_weights, (20,))), {"channels_first": False}, (gap,)),
+            Op(reshape, (gap,), {"target": (1, 1, 6)}, (gate_in,)),
+        ]
+    ops += [
+        Op(conv, (gate_in, Const(rand(6, 2)), Const(rand(2))), one, (hidden,)),
+        Op(swish, (hidden,), {}, (hidden_act,)),
+        Op(conv, (hidden_act, Const(rand(2, 6)), None), one, (gate,)),
+        Op(sigmoid, (gate,), {}, (gate_act,)),
+        Op(merge_multiply, ([gate_act, x] if gate_first else [x, gate_act],), {}, (out,)),
+    ]
+    return ops, x, out
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("gate_first", [False, True])
+def test_squeeze_and_excitation_runs_as_one_call(keepdims, gate_first):
+    from konverter.layers.conv import fuse_activation_into_conv
+    from konverter.layers.pooling import fuse_squeeze_excite, squeeze_excite
+
+    ops, x, out = _squeeze_excite_ops(keepdims, gate_first)
+    values = rand(3, 4, 5, 6) * 3.0
+    want = _run_ops(ops, {id(x): values})[id(out)]
+    fuse_activation_into_conv(ops, [out])
+    fuse_squeeze_excite(ops, [out])
+    assert [op.fn for op in ops] == [squeeze_excite] and ops[0].outputs == (out,)
+    assert ops[0].args[4] == "swish_halved" and ops[0].args[7] == "sigmoid" and ops[0].args[6] is None
+    np.testing.assert_allclose(_run_ops(ops, {id(x): values})[id(out)], want, rtol=1e-6, atol=1e-6)
+
+
+def test_squeeze_and_excitation_with_a_shared_part_is_left_alone():
+    from konverter.layers.conv import fuse_activation_into_conv
+    from konverter.layers.pooling import fuse_squeeze_excite
+
+    ops, x, out = _squeeze_excite_ops(False, False)
+    fuse_activation_into_conv(ops, [out])
+    hidden = ops[2].outputs[0]  # the reduce convolution's output is also a model output
+    fuse_squeeze_excite(ops, [out, hidden])
+    assert len(ops) == 5
 
 
 def test_batchnorm_is_not_folded_into_a_shared_convolution_output():
@@ -642,3 +917,30 @@ def test_gather_indices_are_built_at_import_not_stored(tmp_path):
     module = import_file(tmp_path / "a.py")
     index = getattr(module, calls[0].split(" = ", 1)[0])  # named after its layer: conv2d_index
     assert index.dtype == np.intp and not index.flags.writeable
+
+
+def test_mobile_blocks_fixture_runs_every_fusion():
+    """The fixture of scripts/fixtures_mobile.py (checked against Keras by test_fixtures): each of its
+    layers runs as one call, the activations, Adds and squeeze-and-excitation inside the convolutions."""
+    from conftest import FIXTURES
+
+    from konverter.convert import generate_source
+
+    source = generate_source(FIXTURES / "conv" / "mobile_blocks__k3keras.keras")[0]
+    body = source[source.index("def predict") : source.index("# layer math")]
+    calls = [line.split(" = ")[1].split("(")[0] for line in body.splitlines() if " = " in line and "(" in line]
+    assert calls[2:] == [
+        "scale_only",
+        "conv",
+        "depthwise_conv",
+        "squeeze_excite",
+        "conv",
+        "zero_pad",
+        "depthwise_conv",
+        "conv",
+        "depthwise_conv",
+        "conv",
+        "global_average_product",
+        "dense",
+    ], calls
+    assert "residual=t0" in body and body.count("'swish_halved'") == 3 and body.count("tiles=") == 2

@@ -55,13 +55,16 @@ def test_the_quantized_arithmetic_is_matched_not_a_dequantized_float_model():
 
 
 def test_weights_are_stored_quantized_so_the_file_is_4x_and_8x_smaller(tmp_path):
-    """A 256x256 Dense as float32, int8 and int4 (sub-channel, Keras's default): generated file sizes."""
-    sizes = {}
+    """A 256x256 Dense as float32, int8 and int4 (sub-channel, Keras's default): the stored weights (the
+    "#:" lines at the end of each generated file; the code, a fixed ~15 KB, is not what shrinks)."""
+    sizes, stored = {}, {}
     for mode in ("float32", "int8", "int4"):
         out = konvert(QUANTIZED / f"size_{mode}__k3keras.keras", tmp_path / f"{mode}.py")
         sizes[mode] = out.stat().st_size
-    assert sizes["float32"] >= 3.5 * sizes["int8"], sizes
-    assert sizes["float32"] >= 6.0 * sizes["int4"], sizes
+        stored[mode] = sum(len(line) for line in out.read_text().splitlines() if line.startswith("#:"))
+    assert stored["float32"] >= 3.8 * stored["int8"], stored  # int8 kernel plus float32 scales: 3.9x
+    assert stored["float32"] >= 7.0 * stored["int4"], stored  # two per byte plus group scales: 7.2x
+    assert sizes["float32"] >= 3.5 * sizes["int8"] and sizes["float32"] >= 5.5 * sizes["int4"], sizes
 
 
 # ----------------------------------------------------------------------------- the NumPy functions

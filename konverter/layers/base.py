@@ -49,8 +49,8 @@ class Const:
 
 @dataclass(eq=False)
 class Derived:
-    """An array the generated file computes once at import as fn(*args) (a layer function, literal
-    arguments) instead of storing it: e.g. a convolution's gather indices, pure geometry."""
+    """An array the generated file computes once at import as fn(*args) (a layer function; literal
+    arguments or Consts) instead of storing it: e.g. a convolution's gather indices, pure geometry."""
 
     fn: Callable
     args: tuple

@@ -13,8 +13,14 @@ from dataclasses import replace
 from typing import Callable, Optional
 
 from ..graph import Program
-from ..layers.conv import fold_batchnorm_into_conv, fuse_relu_into_conv, gather_narrow_convs
-from ..layers.pooling import pool_before_bias_relu
+from ..layers.conv import (
+    fold_batchnorm_into_conv,
+    fuse_activation_into_conv,
+    fuse_residual_into_conv,
+    gather_narrow_convs,
+    tile_depthwise_rows,
+)
+from ..layers.pooling import fuse_squeeze_excite, pool_before_bias_relu, tile_conv_rows
 from .dense_chain import DenseChain, dense_chain
 from .fold_affine import fold_affine
 from .in_place import run_in_place
@@ -24,9 +30,13 @@ Rewrite = Callable[[list, list], Optional[list]]
 # The order matters: each entry recognises the ops the entries before it leave.
 REWRITES: tuple[Rewrite, ...] = (
     fold_batchnorm_into_conv,  # conv -> BatchNormalization: one convolution
-    fuse_relu_into_conv,  # conv -> ReLU: the ReLU inside the convolution
+    fuse_residual_into_conv,  # Add(shortcut, conv): the add inside the convolution, on its fresh output
+    fuse_activation_into_conv,  # conv -> ReLU/ReLU6/sigmoid/swish/hard-swish: inside the convolution, in place
     pool_before_bias_relu,  # conv -> max pooling: bias and ReLU after the (smaller) pooled tensor
-    gather_narrow_convs,  # last of the conv rewrites: the ones above recognise plain `conv` ops only
+    fuse_squeeze_excite,  # GAP -> 1x1 conv -> 1x1 conv -> Multiply: one squeeze_excite call
+    gather_narrow_convs,  # the conv rewrites above recognise plain `conv` ops only
+    tile_depthwise_rows,  # depthwise kernels laid out along an output row at import
+    tile_conv_rows,  # last: bias and ReLU zeros as rows built at import (after every move of a bias)
     fold_affine,  # per-feature multiply-add next to a Dense: into its kernel and bias
     run_in_place,  # activations on fresh, private arrays: in place; Dense -> ReLU: one call
 )
