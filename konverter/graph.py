@@ -17,8 +17,7 @@ from .h5reader import ModelFile
 from .h5reader import config as cfgmod
 from .h5reader.text import label
 from .layers import CONVERTERS, Layer, Tensor
-from .layers.base import WRAPS, Const, mask_policy
-from .layers.core import same_array
+from .layers.base import WRAPS, Const, mask_policy, same_array
 from .layers.quantized import policy_refusal, quantization_mode
 
 REFUSED = {"Lambda": "runs Python code stored in the file, which Konverter never executes"}

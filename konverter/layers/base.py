@@ -333,6 +333,12 @@ class Layer:
         self.ops.append(op)
 
 
+def same_array(x):
+    # A layer that is the identity at inference but ends (or changes) its input's Keras mask: the
+    # same array under a name of its own, as the mask belongs to the name.
+    return x
+
+
 def tensors_in(value: Any) -> list:
     """Every Tensor inside nested lists, tuples and dicts (an op's args and kwargs), in order."""
     if isinstance(value, Tensor):

@@ -93,12 +93,6 @@ def dense_layer(layer: Layer) -> Tensor:
     return apply_activation(layer, y, layer.get("activation"))
 
 
-def same_array(x):
-    # A layer that is the identity at inference but ends (or changes) its input's Keras mask: the
-    # same array under a name of its own, as the mask belongs to the name.
-    return x
-
-
 # tf-keras's Identity does not support masking (it drops the mask); Keras 3's does.
 @converter(*IDENTITY_AT_INFERENCE, mask="pass")
 @converter("Identity", mask="pass", mask_keras2="drop")
