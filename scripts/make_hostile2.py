@@ -16,7 +16,6 @@ writes the whole set to a folder to try by hand.
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import shutil
@@ -29,6 +28,9 @@ from typing import Callable
 
 import h5py
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_malformed import _edit_keras_weights, _rezip  # noqa: E402  (the same archive edits)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -82,25 +84,6 @@ def set_names(attrs, key: str, names: list, dtype=None) -> None:
         attrs[f"{key}{part}"] = values[start : start + per_part]
 
 
-def _rezip(source: Path, target: Path, change: Callable[[str, bytes], bytes], compression=zipfile.ZIP_STORED) -> Path:
-    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w", compression) as zout:
-        for info in zin.infolist():
-            zout.writestr(info.filename, change(info.filename, zin.read(info)))
-    return target
-
-
-def _edit_weights_member(source: Path, target: Path, edit: Callable, compression=zipfile.ZIP_STORED) -> Path:
-    def change(name: str, data: bytes) -> bytes:
-        if name != "model.weights.h5":
-            return data
-        buffer = io.BytesIO(data)
-        with h5py.File(buffer, "r+") as f:
-            edit(f)
-        return buffer.getvalue()
-
-    return _rezip(source, target, change, compression)
-
-
 # ----------------------------------------------------------------------------- memory
 def repeated_weight_names(path: Path, repeats: int = 20_000, inputs: int = 512) -> Path:
     """`weight_names` naming one 1 MiB kernel `repeats` times (each read anew: 20 GB)."""
@@ -133,7 +116,7 @@ def hard_links_keras(path: Path, links: int = 20_000, inputs: int = 512) -> Path
         for i in range(1, links):
             group[str(i)] = group["0"]
 
-    return _edit_weights_member(BASE_KERAS, path, edit)
+    return _edit_keras_weights(BASE_KERAS, path, edit, zipfile.ZIP_STORED)
 
 
 def unwritten_weights(path: Path, count: int = 6_000, inputs: int = 512) -> Path:
@@ -235,7 +218,7 @@ def amplified_config(path: Path, mib: int = 64, ratio: float = 90) -> Path:
         text = json.dumps(config).encode()
         return text.replace(b'"__PADDING__"', padding(mib * MIB - len(text), low))
 
-    return _rezip(BASE_KERAS, path, change, zipfile.ZIP_DEFLATED)
+    return _rezip(BASE_KERAS, path, change, compression=zipfile.ZIP_DEFLATED)
 
 
 def inflating_weights(path: Path, mib: int = 64, ratio: float = 190) -> Path:
@@ -245,7 +228,7 @@ def inflating_weights(path: Path, mib: int = 64, ratio: float = 190) -> Path:
     def edit(f):
         f.create_dataset("padding", data=np.frombuffer(_tuned(mib * MIB, ratio), np.uint8))
 
-    return _edit_weights_member(BASE_KERAS, path, edit, zipfile.ZIP_DEFLATED)
+    return _edit_keras_weights(BASE_KERAS, path, edit, zipfile.ZIP_DEFLATED)
 
 
 def gzip_weight(path: Path, mib: int = 64, ratio: float = 99) -> Path:
@@ -276,7 +259,7 @@ def keras_group_dag(path: Path, depth: int = 40) -> Path:
             below = above
         layer["cell"] = below
 
-    return _edit_weights_member(BASE_KERAS, path, edit)
+    return _edit_keras_weights(BASE_KERAS, path, edit, zipfile.ZIP_STORED)
 
 
 # ----------------------------------------------------------------------------- time
@@ -325,7 +308,7 @@ def keras_with_userblock(path: Path, userblock: int = 4096) -> Path:
         target.unlink()
         return result
 
-    return _rezip(BASE_KERAS, path, change)
+    return _rezip(BASE_KERAS, path, change, compression=zipfile.ZIP_STORED)
 
 
 def heap_lookalike_weights(path: Path) -> Path:

@@ -66,9 +66,15 @@ def _edit_h5_config(src: Path, dst: Path, edit: Callable) -> Path:
     return _edit_h5(src, dst, change)
 
 
-def _rezip(src: Path, dst: Path, change: Callable[[str, bytes], Optional[bytes]], extra: dict | None = None) -> Path:
+def _rezip(
+    src: Path,
+    dst: Path,
+    change: Callable[[str, bytes], Optional[bytes]],
+    extra: dict | None = None,
+    compression: int = zipfile.ZIP_DEFLATED,
+) -> Path:
     """Copy a .keras archive, passing every member through `change` (None drops it), adding `extra`."""
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", compression) as zout:
         for info in zin.infolist():
             data = change(info.filename, zin.read(info))
             if data is not None:
@@ -91,7 +97,7 @@ def _edit_keras_config(src: Path, dst: Path, edit: Callable) -> Path:
     return _rezip(src, dst, change)
 
 
-def _edit_keras_weights(src: Path, dst: Path, edit: Callable) -> Path:
+def _edit_keras_weights(src: Path, dst: Path, edit: Callable, compression: int = zipfile.ZIP_DEFLATED) -> Path:
     def change(name, data):
         if name != "model.weights.h5":
             return data
@@ -100,7 +106,7 @@ def _edit_keras_weights(src: Path, dst: Path, edit: Callable) -> Path:
             edit(f)
         return buffer.getvalue()
 
-    return _rezip(src, dst, change)
+    return _rezip(src, dst, change, compression=compression)
 
 
 def _layers(config: dict) -> list:
