@@ -15,8 +15,7 @@ import numpy as np
 from ...errors import BadModelFile
 from ...h5reader.text import shown
 from ..base import Layer, Tensor, as_int, converter
-from . import encoding  # not `encode` by name: hash_buckets calls str.encode, and codegen copies globals by name
-from .encoding import layer_dtype, output_mode
+from .encoding import encode, layer_dtype, output_mode
 from .resizing import as_dtype
 
 HASH_MASK = 0xFFFFFFFFFFFFFFFF
@@ -218,7 +217,7 @@ def hashing_layer(layer: Layer) -> Tensor:
     if mode == "int":
         dtype = layer_dtype(layer, "int64")
         return codes if dtype == "int64" else layer.call(as_dtype, codes, shape=x.shape, dtype=dtype, to=dtype)
-    return encoding.encode(layer, codes, mode, bins, layer_dtype(layer), bounded=True)
+    return encode(layer, codes, mode, bins, layer_dtype(layer), bounded=True)
 
 
 @converter("HashedCrossing", mask="drop")
