@@ -70,12 +70,6 @@ class Window(io.RawIOBase):
 
 
 @contextmanager
-def whole_file(path: str) -> Iterator[Window]:
-    with open(path, "rb", buffering=0) as handle:
-        yield Window(handle, 0, os.fstat(handle.fileno()).st_size)
-
-
-@contextmanager
 def member(archive: zipfile.ZipFile, path: str, info: zipfile.ZipInfo) -> Iterator[Window]:
     """A member of the archive at `path` as a Window: in place when stored, else inflated to a temporary file.
 
