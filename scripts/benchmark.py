@@ -332,6 +332,8 @@ class HandCNN:
         self.bd = bd
         self.rows = rows
         self.spaces = {n: self._workspaces(n, ch, c1, c2) for n in (1, rows)}
+        self.one_space = tuple(self.spaces[1].values())  # one image: no per-call slicing of the workspaces
+        self.one_out = np.empty((1, bd.shape[0]), np.float32)
 
     def _workspaces(self, n: int, ch: int, c1: int, c2: int) -> dict:
         f32 = np.float32
@@ -350,6 +352,9 @@ class HandCNN:
     def _forward(self, x: np.ndarray, ws: dict, n: int, out: np.ndarray) -> None:
         """x: (n, 28, 28, 1) float32; writes the n softmax rows into out."""
         p1, y1, r1, q1, z1, p2, y2, z2, g = (ws[k][:n] for k in ("p1", "y1", "r1", "q1", "z1", "p2", "y2", "z2", "g"))
+        self._layers(x, n, out, p1, y1, r1, q1, z1, p2, y2, z2, g)
+
+    def _layers(self, x, n, out, p1, y1, r1, q1, z1, p2, y2, z2, g) -> None:
         np.take(x.reshape(n, -1), self.idx1, axis=1, out=p1, mode="wrap")  # "raise" buffers `out`: 1.6x slower
         np.matmul(p1.reshape(-1, p1.shape[-1]), self.k1, out=y1.reshape(-1, y1.shape[-1]))
         np.maximum(y1[:, 0::2], y1[:, 1::2], out=r1)  # row pairs: runs of 26 x 16 values
@@ -370,9 +375,9 @@ class HandCNN:
 
     def one(self, x: np.ndarray) -> np.ndarray:
         """One image, (28, 28, 1) or (1, 28, 28, 1); returns (10,)."""
-        out = np.empty((1, self.bd.shape[0]), np.float32)
-        self._forward(x, self.spaces[1], 1, out)
-        return out[0]
+        out = self.one_out
+        self._layers(x, 1, out, *self.one_space)
+        return out[0].copy()  # the caller owns its result (the generated file's is new too)
 
     def batch(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((len(x), self.bd.shape[0]), np.float32)

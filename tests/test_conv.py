@@ -19,8 +19,11 @@ from konverter.layers.conv import (
     conv_transpose_geometry,
     depthwise_conv,
     separable_conv,
+    sliding_windows,
+    window_geometry,
+    window_view,
 )
-from konverter.layers.pooling import average_pool, global_average_pool, global_max_pool, max_pool
+from konverter.layers.pooling import average_pool, global_average_pool, global_max_pool, max_pool, pool_taps
 from konverter.layers.reshaping import crop, upsample_bilinear, upsample_nearest, zero_pad
 
 RNG = np.random.default_rng(7)
@@ -137,6 +140,38 @@ def test_conv_matches_naive_loop(size, ks, strides, dilation, padding):
     close(got, np.moveaxis(want, -1, 1))
 
 
+@pytest.mark.parametrize(
+    "size,ks,strides,dilation,padding",
+    [
+        ((7,), (3,), (2,), (1,), "same"),
+        ((8,), (2,), (1,), (3,), "causal"),
+        ((13, 13), (3, 3), (1, 1), (1, 1), "valid"),
+        ((6, 7), (3, 2), (2, 2), (1, 1), "same"),
+        ((7, 7), (3, 3), (1, 1), (2, 1), "same"),
+        ((7, 7), (3, 3), (1, 1), (1, 2), "same"),  # a dilated last axis: taps and channels stay apart
+        ((5, 4, 5), (2, 3, 2), (2, 1, 2), (1, 1, 1), "same"),
+    ],
+)
+def test_conv_with_its_window_built_at_import_is_bit_identical(size, ks, strides, dilation, padding):
+    c, f = 3, 4
+    kernel, bias = rand(int(np.prod(ks)) * c, f), rand(f)
+    window = window_geometry(size, c, ks, strides, dilation, padding)
+    for x in (rand(2, *size, c), rand(1, *size, c), rand(0, *size, c), rand(2, *size, c + 1)[..., :c]):
+        # The same im2col matrix as sliding_windows' view (which merges the last taps with the
+        # channels only where x's own strides allow it).
+        view = window_view(x, window)
+        windows = sliding_windows(x, ks, strides, dilation, padding, 0.0)
+        im2col = (len(x), int(np.prod(view.shape[1:])))  # (not -1: a batch may be empty)
+        np.testing.assert_array_equal(view.reshape(im2col), windows.reshape(im2col))
+        want = conv(x, kernel, bias, ks, strides, dilation, padding, False)
+        got = conv(x, kernel, bias, ks, strides, dilation, padding, False, window=window)
+        np.testing.assert_array_equal(got, want)
+    # Another item size than the one the strides were computed for: the general path.
+    x64 = rand(2, *size, c).astype(np.float64)
+    got = conv(x64, kernel, bias, ks, strides, dilation, padding, False, window=window)
+    np.testing.assert_array_equal(got, conv(x64, kernel, bias, ks, strides, dilation, padding, False))
+
+
 def test_conv_of_a_large_batch_runs_a_few_images_per_product(monkeypatch):
     import konverter.layers.conv as conv_module
 
@@ -247,6 +282,28 @@ def test_pooling_matches_naive_loop(size, pool, strides, padding, kind):
     want = naive_pool(x, pool, strides, padding, kind)
     close(fn(x, pool, strides, padding, False), want)
     close(fn(np.moveaxis(x, -1, 1), pool, strides, padding, True), np.moveaxis(want, -1, 1))
+
+
+@pytest.mark.parametrize(
+    "size,pool,strides",
+    [
+        ((7,), (2,), (2,)),
+        ((26, 26), (2, 2), (2, 2)),
+        ((7, 6), (3, 3), (1, 2)),
+        ((7, 6), (1, 2), (2, 1)),
+        ((5, 4, 5), (2, 2, 3), (2, 2, 2)),
+    ],
+)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pooling_with_its_taps_built_at_import_is_bit_identical(size, pool, strides, kind):
+    fn = max_pool if kind == "max" else average_pool
+    taps = pool_taps(size, pool, strides)
+    for x in (rand(2, *size, 3), rand(1, *size, 3), rand(0, *size, 3)):
+        got = fn(x, pool, strides, "valid", False, taps=taps)
+        np.testing.assert_array_equal(got, fn(x, pool, strides, "valid", False))
+        assert got.base is None or got.base.base is None  # never a view of the caller's x
+    x = rand(2, *size, 3)
+    close(fn(x, pool, strides, "valid", False, taps=taps), naive_pool(x, pool, strides, "valid", kind))
 
 
 def test_global_pooling():
@@ -944,3 +1001,40 @@ def test_mobile_blocks_fixture_runs_every_fusion():
         "dense",
     ], calls
     assert "residual=t0" in body and body.count("'swish_halved'") == 3 and body.count("tiles=") == 2
+
+
+def test_convolutions_and_poolings_of_a_known_size_get_their_geometry_built_at_import():
+    from konverter.layers.base import Const, Derived, Op, Tensor
+    from konverter.layers.conv import plan_conv_windows
+    from konverter.layers.pooling import plan_pool_taps
+
+    x, kernel, bias = rand(3, 9, 8, 4), rand(9 * 4, 6), rand(6)
+    geometry = {
+        "kernel_size": (3, 3),
+        "strides": (1, 1),
+        "dilation": (1, 1),
+        "padding": "same",
+        "channels_first": False,
+    }
+    pool = {"pool_size": (2, 2), "strides": (2, 2), "padding": "valid", "channels_first": False}
+
+    def program(size):
+        t_in, t_conv, t_pool = Tensor(size), Tensor(size[:2] + (6,)), Tensor((4, 4, 6))
+        ops = [
+            Op(conv, (t_in, Const(kernel), Const(bias)), dict(geometry), (t_conv,)),
+            Op(max_pool, (t_conv,), dict(pool), (t_pool,)),
+        ]
+        return ops, t_in, t_pool
+
+    ops, t_in, t_out = program((9, 8, 4))
+    want = _run_ops(ops, {id(t_in): x})[id(t_out)]
+    plan_conv_windows(ops, [t_out])
+    plan_pool_taps(ops, [t_out])
+    planned = {a.fn.__name__ for op in ops for a in op.kwargs.values() if isinstance(a, Derived)}
+    assert planned == {"window_geometry", "pool_taps"}
+    np.testing.assert_array_equal(_run_ops(ops, {id(t_in): x})[id(t_out)], want)
+    # An unknown size: nothing to build at import.
+    ops, _, t_out = program((None, None, 4))
+    plan_conv_windows(ops, [t_out])
+    plan_pool_taps(ops, [t_out])
+    assert not any(isinstance(a, Derived) for op in ops for a in op.kwargs.values())

@@ -58,25 +58,53 @@ def sliding_windows(x, kernel_size, strides, dilation, padding, fill, merge_taps
     if padding != "valid":
         pads = [conv_padding(n, k, s, d, padding) for n, k, s, d in zip(x.shape[1:-1], kernel_size, strides, dilation)]
         x = pad_spatial(x, pads, fill)
-    step = x.strides
+    shape, view_strides = window_layout(x.shape, x.strides, kernel_size, strides, dilation, merge_taps)
+    if not x.flags.c_contiguous:
+        return np.lib.stride_tricks.as_strided(x, shape, view_strides, writeable=False)
+    view = np.ndarray(shape, x.dtype, x, 0, view_strides)  # 5x less overhead than as_strided
+    view.flags.writeable = False
+    return view
+
+
+def window_layout(shape, step, kernel_size, strides, dilation, merge_taps):
+    # (shape, strides) of sliding_windows' view of an array of this shape and these strides (bytes).
     out, out_strides, tap_strides = [], [], []
-    for n, k, s, d, st in zip(x.shape[1:-1], kernel_size, strides, dilation, step[1:-1]):
+    for n, k, s, d, st in zip(shape[1:-1], kernel_size, strides, dilation, step[1:-1]):
         out.append((n - (k - 1) * d - 1) // s + 1)
         out_strides.append(st * s)
         tap_strides.append(st * d)
-    channels = x.shape[-1]
+    channels = shape[-1]
     if merge_taps and tap_strides[-1] == step[-1] * channels:
         taps = list(kernel_size[:-1]) + [kernel_size[-1] * channels]
-        shape = [x.shape[0]] + out + taps
-        view_strides = [step[0]] + out_strides + tap_strides[:-1] + [step[-1]]
-    else:
-        shape = [x.shape[0]] + out + list(kernel_size) + [channels]
-        view_strides = [step[0]] + out_strides + tap_strides + [step[-1]]
-    if not x.flags.c_contiguous:
-        return np.lib.stride_tricks.as_strided(x, tuple(shape), tuple(view_strides), writeable=False)
-    view = np.ndarray(tuple(shape), x.dtype, x, 0, tuple(view_strides))  # 5x less overhead than as_strided
-    view.flags.writeable = False
-    return view
+        return tuple([shape[0]] + out + taps), tuple([step[0]] + out_strides + tap_strides[:-1] + [step[-1]])
+    return (
+        tuple([shape[0]] + out + list(kernel_size) + [channels]),
+        tuple([step[0]] + out_strides + tap_strides + [step[-1]]),
+    )
+
+
+def window_geometry(size, channels, kernel_size, strides, dilation, padding):
+    # What conv's `window` argument holds for inputs of one known size: the padding, and the shape
+    # and byte strides of one padded float32 sample's windows, as sliding_windows (merge_taps) views
+    # them. Built once at import (plan_conv_windows): per call, conv then makes the view in one step
+    # instead of recomputing the geometry (~3 us of Python, 15% of a small image's convolution).
+    pads = tuple(conv_padding(n, k, s, d, padding) for n, k, s, d in zip(size, kernel_size, strides, dilation))
+    padded = (1,) + tuple(n + lo + hi for n, (lo, hi) in zip(size, pads)) + (channels,)
+    step = tuple(4 * math.prod(padded[i + 1 :]) for i in range(len(padded)))  # C order, 4-byte values
+    shape, view_strides = window_layout(padded, step, kernel_size, strides, dilation, True)
+    return pads if any(lo or hi for lo, hi in pads) else (), shape[1:], view_strides[1:]
+
+
+def window_view(x, window):
+    # The windows' view of channels-last x (float32 or another 4-byte type) from its window_geometry:
+    # what sliding_windows(x, ..., merge_taps=True) returns, in one step. Only conv reads it (it is
+    # copied into the im2col matrix at once), so it is not made read-only: 0.2 us less per call.
+    pads, shape, strides = window
+    if pads:
+        x = pad_spatial(x, pads, 0.0)
+    elif not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    return np.ndarray((len(x),) + shape, x.dtype, x, 0, (x.strides[0],) + strides)
 
 
 def conv_transpose_geometry(length, k, stride, dilation, padding, output_padding):
@@ -145,20 +173,38 @@ def activate_inplace(y, activation):
 
 @kernel(row_wise=True)
 def conv(
-    x, kernel, bias, kernel_size, strides, dilation, padding, channels_first, relu=False, activation=None, residual=None
+    x,
+    kernel,
+    bias,
+    kernel_size,
+    strides,
+    dilation,
+    padding,
+    channels_first,
+    relu=False,
+    activation=None,
+    residual=None,
+    window=None,
 ):
     # kernel: (taps * C, F) = Keras's (*kernel_size, C, F) reshaped, so one matmul does the layer.
+    # window: the windows' geometry for x's known size (window_geometry), or None.
     if channels_first:
         x = np.moveaxis(x, 1, -1)
         residual = None if residual is None else np.moveaxis(residual, 1, -1)
-    if kernel.shape[0] == x.shape[-1] and max(strides) == 1:  # one tap (1x1), unit strides: no windows needed
+    if window is not None and x.itemsize == 4:
+        source = window_view(x, window)
+        lead = source.shape[: x.ndim - 1]
+    elif kernel.shape[0] == x.shape[-1] and max(strides) == 1:  # one tap (1x1), unit strides: no windows needed
         source, lead = x, x.shape[:-1]
     else:
         source = sliding_windows(x, kernel_size, strides, dilation, padding, 0.0, True)
         lead = source.shape[: x.ndim - 1]
     depth, filters = kernel.shape
-    patches = math.prod(source.shape[1:]) if source is not x else 0  # (not source[0]: a batch may be empty)
-    step = batch_step(len(source), patches, math.prod(lead[1:]) * filters, activation)
+    if len(source) > 1:
+        patches = math.prod(source.shape[1:]) if source is not x else 0
+        step = batch_step(len(source), patches, math.prod(lead[1:]) * filters, activation)
+    else:
+        step = 1
     if step >= len(source):
         y = (source.reshape(-1, depth) @ kernel).reshape(lead + (filters,))
         y = finish_conv(y, bias, relu, False, activation, residual)
@@ -194,7 +240,11 @@ def conv_gather(x, kernel, bias, index, pads, out_size, relu=False, activation=N
         x = pad_spatial(x, pads, 0.0)
     n = x.shape[0]
     flat = x.reshape(n, -1) if n else x.reshape(0, math.prod(x.shape[1:]))  # -1 needs a sample to infer from
-    y = (np.take(flat, index, axis=1) @ kernel).reshape((n,) + out_size + (kernel.shape[1],))
+    # The index is in range by construction, so mode="wrap" changes nothing but skips the bounds
+    # check; the method skips np.take's wrapper: 1.6x faster on a small image.
+    y = (flat.take(index, axis=1, mode="wrap") @ kernel).reshape((n,) + out_size + (kernel.shape[1],))
+    if bias is None and relu is False and activation is None and residual is None:
+        return y
     return finish_conv(y, bias, relu, False, activation, residual)
 
 
@@ -809,3 +859,19 @@ def gather_narrow_convs(ops: list, outputs: list) -> None:
             op.layer,
             op.keras,
         )
+
+
+def plan_conv_windows(ops: list, outputs: list) -> None:
+    """Convolutions whose channels-last input has a known size get their windows' geometry built
+    once at import (window_geometry) instead of on every call. Proves equal, bit for bit: the view
+    is the one sliding_windows makes (its own code computes the geometry), so the same values are
+    copied into the same im2col matrix."""
+    for op in ops:
+        if op.fn is not conv or op.kwargs.get("channels_first") is not False or "window" in op.kwargs:
+            continue
+        size, kwargs = op.args[0].shape, op.kwargs
+        ks, st = kwargs["kernel_size"], kwargs["strides"]
+        if size is None or None in size or (all(k == 1 for k in ks) and all(s == 1 for s in st)):
+            continue
+        geometry = (size[:-1], size[-1], ks, st, kwargs["dilation"], kwargs["padding"])
+        op.kwargs = {**kwargs, "window": Derived(window_geometry, geometry)}

@@ -18,9 +18,10 @@ from ..layers.conv import (
     fuse_activation_into_conv,
     fuse_residual_into_conv,
     gather_narrow_convs,
+    plan_conv_windows,
     tile_depthwise_rows,
 )
-from ..layers.pooling import fuse_squeeze_excite, pool_before_bias_relu, tile_conv_rows
+from ..layers.pooling import fuse_squeeze_excite, plan_pool_taps, pool_before_bias_relu, tile_conv_rows
 from .dense_chain import DenseChain, dense_chain
 from .fold_affine import fold_affine
 from .in_place import run_in_place
@@ -35,6 +36,8 @@ REWRITES: tuple[Rewrite, ...] = (
     pool_before_bias_relu,  # conv -> max pooling: bias and ReLU after the (smaller) pooled tensor
     fuse_squeeze_excite,  # GAP -> 1x1 conv -> 1x1 conv -> Multiply: one squeeze_excite call
     gather_narrow_convs,  # the conv rewrites above recognise plain `conv` ops only
+    plan_pool_taps,  # poolings of a known size: their taps' slices built at import
+    plan_conv_windows,  # the other convolutions of a known size: their windows' geometry built at import
     tile_depthwise_rows,  # depthwise kernels laid out along an output row at import
     tile_conv_rows,  # last: bias and ReLU zeros as rows built at import (after every move of a bias)
     fold_affine,  # per-feature multiply-add next to a Dense: into its kernel and bias
