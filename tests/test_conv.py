@@ -765,22 +765,30 @@ def test_residual_is_not_fused_into_a_convolution_whose_output_is_read_elsewhere
     assert len(ops) == 2 and "residual" not in ops[0].kwargs
 
 
-def _squeeze_excite_ops(keepdims: bool, gate_first: bool):
-    """GAP -> [Reshape] -> 1x1 conv (swish) -> 1x1 conv (sigmoid) -> Multiply, as the converters record it."""
+def _squeeze_excite_ops(keepdims: bool, gate_first: bool, size: tuple = (4, 5)):
+    """GAP -> [Reshape] -> 1x1 conv (swish) -> 1x1 conv (sigmoid) -> Multiply, as the converters record it.
+    The GAP's mean_weights are built at import for small maps, per call (None) for large ones."""
     from konverter.layers.activations import sigmoid, swish
     from konverter.layers.base import Const, Derived, Op, Tensor
     from konverter.layers.merge import merge_multiply
-    from konverter.layers.pooling import global_average_pool, global_average_product, mean_weights
+    from konverter.layers.pooling import (
+        MEAN_WEIGHTS_AT_IMPORT,
+        global_average_pool,
+        global_average_product,
+        mean_weights,
+    )
     from konverter.layers.reshaping import reshape
 
     one = {"kernel_size": (1, 1), "strides": (1, 1), "dilation": (1, 1), "padding": "same", "channels_first": False}
-    shapes = [(4, 5, 6), (6,), (1, 1, 6), (1, 1, 2), (1, 1, 2), (1, 1, 6), (1, 1, 6), (4, 5, 6)]
+    shapes = [(*size, 6), (6,), (1, 1, 6), (1, 1, 2), (1, 1, 2), (1, 1, 6), (1, 1, 6), (*size, 6)]
+    positions = size[0] * size[1]
+    mean = Derived(mean_weights, (positions,)) if positions <= MEAN_WEIGHTS_AT_IMPORT else None
     x, gap, gate_in, hidden, hidden_act, gate, gate_act, out = (Tensor(s) for s in shapes)
     if keepdims:
         ops = [Op(global_average_pool, (x,), {"axes": (1, 2), "keepdims": True}, (gate_in,))]
     else:
         ops = [
-            Op(global_average_product, (x, Derived(mean_weights, (20,))), {"channels_first": False}, (gap,)),
+            Op(global_average_product, (x, mean), {"channels_first": False}, (gap,)),
             Op(reshape, (gap,), {"target": (1, 1, 6)}, (gate_in,)),
         ]
     ops += [
@@ -795,12 +803,13 @@ def _squeeze_excite_ops(keepdims: bool, gate_first: bool):
 
 @pytest.mark.parametrize("keepdims", [False, True])
 @pytest.mark.parametrize("gate_first", [False, True])
-def test_squeeze_and_excitation_runs_as_one_call(keepdims, gate_first):
+@pytest.mark.parametrize("size", [(4, 5), (40, 30)])  # 1,200 positions: mean_weights per call
+def test_squeeze_and_excitation_runs_as_one_call(keepdims, gate_first, size):
     from konverter.layers.conv import fuse_activation_into_conv
     from konverter.layers.pooling import fuse_squeeze_excite, squeeze_excite
 
-    ops, x, out = _squeeze_excite_ops(keepdims, gate_first)
-    values = rand(3, 4, 5, 6) * 3.0
+    ops, x, out = _squeeze_excite_ops(keepdims, gate_first, size)
+    values = rand(3, *size, 6) * 3.0
     want = _run_ops(ops, {id(x): values})[id(out)]
     fuse_activation_into_conv(ops, [out])
     fuse_squeeze_excite(ops, [out])

@@ -144,8 +144,11 @@ def squeeze_excite(
     # A squeeze-and-excitation block as one call (fuse_squeeze_excite): per sample, the mean over all
     # positions (one product with mean_weights), two small Dense steps, and the resulting gate scales
     # every channel of x. Five NumPy-level layers, ~40 us of calls each block, become one.
-    n, channels = x.shape[0], x.shape[-1]
-    gate = mean @ x.reshape(n, math.prod(x.shape[1:-1]), channels)  # not -1: a batch may be empty
+    # mean: mean_weights built at import, or None for a map too large for that (built here, per call).
+    n, channels, positions = x.shape[0], x.shape[-1], math.prod(x.shape[1:-1])
+    if mean is None:
+        mean = mean_weights(positions)
+    gate = mean @ x.reshape(n, positions, channels)  # not -1: a batch may be empty
     for weights, bias, activation in (
         (reduce_kernel, reduce_bias, reduce_activation),
         (expand_kernel, expand_bias, expand_activation),
@@ -370,7 +373,8 @@ def fuse_squeeze_excite(ops: list, outputs: list) -> None:
             elif squeeze.fn is global_average_pool and squeeze.kwargs.get("keepdims") and len(x.shape) > 1:
                 if tuple(squeeze.kwargs.get("axes", ())) != tuple(range(1, len(x.shape))):
                     continue
-                mean = Derived(mean_weights, (math.prod(x.shape[:-1]),))
+                positions = math.prod(x.shape[:-1])
+                mean = Derived(mean_weights, (positions,)) if positions <= MEAN_WEIGHTS_AT_IMPORT else None
             else:
                 continue
             if squeeze.args[0] is not x or gate.shape != (1,) * (len(x.shape) - 1) + (x.shape[-1],):
