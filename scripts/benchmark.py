@@ -309,7 +309,7 @@ class HandCNN:
     values), kernels reshaped to (kh * kw * C, F), one product per layer into a preallocated
     workspace, max pooling BEFORE bias and ReLU (4x fewer values; exact, both are monotone), the
     pooling as a row-pair maximum (long contiguous rows) then a column-pair maximum, biases repeated
-    along a row (long inner loops), ReLU as np.maximum against preallocated zeros (against a scalar
+    over the whole map (no broadcasting), ReLU as np.maximum against preallocated zeros (against a scalar
     it is not vectorized on NumPy 2, and np.clip costs ~2 us more per call), the average pooling as a
     product with ones (its 1/121 folded into the Dense kernel). Batches run 64
     images at a time through the same workspaces; one image uses workspaces for one.
@@ -325,8 +325,8 @@ class HandCNN:
         self.idx1 = _patch_index(h, w, ch, 3)
         self.k1 = np.ascontiguousarray(k1.reshape(-1, c1))
         self.k2 = np.ascontiguousarray(k2.reshape(-1, c2))
-        self.b1_row = np.tile(b1, (self.pw, 1))  # (13, 16): added to pooled rows
-        self.b2_row = np.tile(b2, (self.w2, 1))  # (11, 32)
+        self.b1_map = np.tile(b1, (self.ph, self.pw, 1))  # (13, 13, 16): added to pooled maps
+        self.b2_map = np.tile(b2, (self.h2, self.w2, 1))  # (11, 11, 32)
         self.wd = np.ascontiguousarray(wd / np.float32(self.h2 * self.w2))
         self.ones = np.ones(self.h2 * self.w2, np.float32)
         self.bd = bd
@@ -360,13 +360,13 @@ class HandCNN:
         np.maximum(y1[:, 0::2], y1[:, 1::2], out=r1)  # row pairs: runs of 26 x 16 values
         pairs = r1.reshape(n, self.ph, self.pw, 2, -1)
         np.maximum(pairs[:, :, :, 0], pairs[:, :, :, 1], out=q1)
-        q1 += self.b1_row
+        q1 += self.b1_map
         np.maximum(q1, z1, out=q1)
         s = q1.strides
         windows = np.ndarray(p2.shape, np.float32, q1, 0, (s[0], s[1], s[2], s[1], s[3]))
         np.copyto(p2, windows)
         np.matmul(p2.reshape(-1, self.k2.shape[0]), self.k2, out=y2.reshape(-1, y2.shape[-1]))
-        y2 += self.b2_row
+        y2 += self.b2_map
         np.maximum(y2, z2, out=y2)
         np.matmul(self.ones, y2.reshape(n, -1, y2.shape[-1]), out=g)  # a product: 8x faster than add.reduce
         np.matmul(g, self.wd, out=out)
@@ -511,11 +511,17 @@ def onnx_contender(layers: list, batch_size: int) -> tuple[Optional[Contender], 
 
 
 # ----------------------------------------------------------------------------- timing
+SETTLE = 0.02  # seconds of quiet before each timed loop (see time_contenders)
+
+
 def time_contenders(
     contenders: list, x_batch: np.ndarray, x_single: np.ndarray, repeats: int, blocks: int = 8
 ) -> Result:
     """Every contender in every repeat; the single-prediction loops alternate between contenders in
-    `blocks` blocks so that all of them see the same machine load."""
+    `blocks` blocks so that all of them see the same machine load. Each timed loop starts after a
+    SETTLE pause: TensorFlow's and LiteRT's worker threads keep spinning for a while after their
+    calls, and on a 2-core machine they took a core from whichever contender came next (the
+    generated file, which followed them: the small CNN's one image measured 1.37-1.44x instead of 1.09x)."""
     result = Result()
     n = len(x_single)
     edges = np.linspace(0, n, blocks + 1).astype(int)
@@ -524,6 +530,7 @@ def time_contenders(
         # loops pays for growing the heap again (page faults), and that should not always be the same one.
         for c in contenders[r % len(contenders) :] + contenders[: r % len(contenders)]:
             if c.batch is not None:
+                time.sleep(SETTLE)
                 start = time.perf_counter()
                 c.batch(x_batch)
                 result.times.setdefault((c.name, "batch"), []).append(time.perf_counter() - start)
@@ -531,13 +538,15 @@ def time_contenders(
             spent: dict = {}
             calls: dict = {}
             for b in range(blocks):
-                for c in contenders:
+                first = (r + b) % len(contenders)  # the order rotates too
+                for c in contenders[first:] + contenders[:first]:
                     fn = c.one_slice if mode == "slice" else c.one_vector
                     if fn is None:
                         continue
                     lo, hi = int(edges[b]), int(edges[b + 1])
                     if c.single_calls is not None:
                         hi = lo + max(1, c.single_calls // blocks)
+                    time.sleep(SETTLE)
                     start = time.perf_counter()
                     if mode == "slice":
                         for i in range(lo, hi):

@@ -689,15 +689,20 @@ def test_depthwise_matches_naive_loop_with_tiles_built_at_import(
 
 @pytest.mark.parametrize("kind", ["conv", "grouped", "depthwise", "separable", "transpose", "pooled"])
 @pytest.mark.parametrize("channels_first", [False, True])
-def test_bias_and_relu_rows_give_the_same_results(kind, channels_first):
+@pytest.mark.parametrize("whole", [False, True])  # a row, or (small maps) the whole map
+def test_bias_and_relu_tiles_give_the_same_results(kind, channels_first, whole, monkeypatch):
+    from konverter.layers import pooling
     from konverter.layers.base import Const, Derived, Op, Tensor
-    from konverter.layers.conv import bias_row, zeros_row
+    from konverter.layers.conv import bias_tile, zeros_tile
     from konverter.layers.pooling import pool_before_bias_relu, tile_conv_rows
+
+    monkeypatch.setattr(pooling, "WHOLE_MAP_VALUES", 1000 if whole else 10)
 
     fn, args, x, f = _conv_case("conv" if kind == "pooled" else kind, channels_first)
     if kind == "depthwise":
         args = (args[0], rand(f)) + args[2:]
-    t_in, t_conv, t_pool = Tensor(x.shape[1:]), Tensor((f, 4, 6) if channels_first else (4, 6, f)), Tensor(None)
+    size = (14, 6) if kind == "transpose" else (4, 6)
+    t_in, t_conv, t_pool = Tensor(x.shape[1:]), Tensor((f, *size) if channels_first else (*size, f)), Tensor(None)
     ops = [
         Op(
             fn,
@@ -715,9 +720,10 @@ def test_bias_and_relu_rows_give_the_same_results(kind, channels_first):
         pool_before_bias_relu(ops, outputs)
     want = _run_ops(ops, {id(t_in): x})[id(outputs[0])]
     tile_conv_rows(ops, outputs)
-    rows = {a.fn: a.args for op in ops for a in (*op.args, *op.kwargs.values()) if isinstance(a, Derived)}
-    width = 3 if kind == "pooled" else 6
-    assert rows[bias_row][1] == width and rows[zeros_row] == (width, f)
+    tiles = {a.fn: a.args for op in ops for a in (*op.args, *op.kwargs.values()) if isinstance(a, Derived)}
+    spatial = (2, 3) if kind == "pooled" else size
+    tile = spatial if whole else spatial[-1:]
+    assert tiles[bias_tile][1] == tile and tiles[zeros_tile] == (tile, f)
     np.testing.assert_array_equal(_run_ops(ops, {id(t_in): x})[id(outputs[0])], want)
 
 
