@@ -1,4 +1,4 @@
-"""The `konverter` command: convert, inspect and verify, built on the Python API."""
+"""The `konverter` command: convert, inspect, verify and profile, built on the Python API."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from .batch import (
 from .codegen import text
 from .convert import output_notes, output_path, require_regular_file
 from .errors import EXIT_BAD_FILE, EXIT_INTERNAL, EXIT_MISMATCH, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, KonverterError
+from .profile import ProfileReport, profile, share
 from .summary import ModelSummary, shape_text
 from .summary import inspect as inspect_summary
 from .verify import VerifyReport, verify
@@ -468,7 +469,54 @@ def _print_report(r: VerifyReport) -> None:
         err_console.print(f"verify: outputs differ beyond the tolerance ({tolerance})", markup=False)
 
 
-COMMANDS = {"convert", "inspect", "verify"}
+# ----------------------------------------------------------------------------- profile
+@app.command("profile", epilog=EPILOG)
+def profile_command(
+    model: Path = typer.Argument(..., metavar="MODEL", help="The Keras model file.", show_default=False),
+    batch: int = typer.Option(0, "--batch", min=0, help="Profile a batch of this many samples. Default: one sample."),
+    calls: int = typer.Option(20, "--calls", min=1, help="predict calls to time."),
+    top: int = typer.Option(15, "--top", min=1, help="Slowest layer calls to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print every layer's time as JSON on stdout."),
+    debug: bool = typer.Option(False, "--debug", help="Show a traceback for internal errors."),
+) -> None:
+    """Show where the converted model's time goes, layer by layer.
+
+    Converts the model in memory (nothing is written), runs predict on random inputs with a timer
+    around each layer call, and lists the slowest calls and the time per layer function. Numbers
+    are for this machine, with NumPy's BLAS threads as they are set (OPENBLAS_NUM_THREADS=1 for one).
+    """
+    with _one_line_errors(debug):
+        report = profile(model, batch=batch, calls=calls)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        _print_profile(report, top)
+
+
+def _print_profile(r: ProfileReport, top: int) -> None:
+    what = "one sample" if not r.batch else f"a batch of {r.batch}"
+    shapes = ", ".join(str(tuple(s)) for s in r.inputs)
+    inside = sum(t.seconds for t in r.layers)
+    out_console.print(
+        f"{text(r.model)}: {what} {shapes}, {r.seconds * 1e3:.3f} ms per predict call (mean of {r.calls}, "
+        f"with timers; {inside * 1e3:.3f} ms inside the layer calls)",
+        markup=False,
+    )
+    table = Table(title=Text(f"Slowest {min(top, len(r.layers))} layer calls"), title_justify="left")
+    for column in ("ms", "share", "function", "layer"):
+        table.add_column(column, justify="right" if column in ("ms", "share") else "left", overflow="fold")
+    for t in sorted(r.layers, key=lambda t: -t.seconds)[:top]:
+        table.add_row(*_cells(f"{t.seconds * 1e3:.3f}", share(t.seconds, r.seconds), t.function, text(t.layer)))
+    out_console.print(table)
+    table = Table(title=Text("Per layer function"), title_justify="left")
+    for column in ("ms", "share", "function"):
+        table.add_column(column, justify="right" if column != "function" else "left")
+    for function, seconds in r.by_function().items():
+        table.add_row(*_cells(f"{seconds * 1e3:.3f}", share(seconds, r.seconds), function))
+    out_console.print(table)
+
+
+COMMANDS = {"convert", "inspect", "verify", "profile"}
 GROUP_OPTIONS = {"--help", "-h", "--version", "--install-completion", "--show-completion"}
 
 

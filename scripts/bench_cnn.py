@@ -25,15 +25,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # benchmark.py pins BLAS to one thread before NumPy is imported, and puts this checkout's konverter first.
 from benchmark import import_file, interpreter_call  # noqa: E402, I001
+from konverter.profile import profile_source, share  # noqa: E402
 
 import argparse  # noqa: E402
-import ast  # noqa: E402
-import itertools  # noqa: E402
 import math  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import types  # noqa: E402
 import warnings  # noqa: E402
 from collections import defaultdict  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -46,7 +44,6 @@ from konverter import konvert  # noqa: E402
 
 APPLICATIONS = {"mobilenetv2": "MobileNetV2", "resnet50": "ResNet50", "efficientnetb0": "EfficientNetB0"}
 BATCH = 16
-_counter = itertools.count()
 
 
 # ----------------------------------------------------------------------------- models (need Keras)
@@ -123,64 +120,23 @@ def keras_runner(model_path: Path) -> Callable:
 
 
 # ----------------------------------------------------------------------------- per-layer profile
-def profiled_module(path: Path) -> types.ModuleType:
-    """The generated module with a timer around every statement of predict's body (the layer calls).
-
-    Times accumulate in `module._PROFILE[(line, label)]`; the label is the layer comment above the
-    statement and the function it calls. The file itself is not changed.
-    """
-    source = path.read_text(encoding="utf-8")
-    lines = source.splitlines()
-    tree = ast.parse(source)
-    predict = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "predict")
-    body = [n for n in ast.walk(predict) if isinstance(n, ast.Try)][-1]  # the body inside the FP-state guard
-    timed = []
-    for statement in body.body:
-        comment = next(
-            (lines[i].strip()[2:] for i in range(statement.lineno - 2, -1, -1) if lines[i].strip().startswith("#")),
-            "",
-        )
-        call = statement.value if isinstance(statement, (ast.Assign, ast.Expr)) else None
-        fn = call.func.id if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) else "(other)"
-        key = (statement.lineno, f"{fn}: {comment}")
-        timed += ast.parse("_tick = _perf_counter()").body
-        timed.append(statement)
-        timed += ast.parse(f"_PROFILE[{key!r}] += _perf_counter() - _tick").body
-    body.body = timed
-    ast.fix_missing_locations(tree)
-    module = types.ModuleType(f"konverter_profiled_{next(_counter)}")
-    module.__dict__.update(__file__=str(path), _perf_counter=time.perf_counter, _PROFILE=defaultdict(float))
-    exec(compile(tree, str(path), "exec"), module.__dict__)
-    return module
-
-
 def profile_report(path: Path, x: np.ndarray, calls: int = 20, top: int = 15) -> list:
-    """Markdown: time per function and the slowest layers of `predict(x)` (median call count `calls`)."""
-    module = profiled_module(path)
-    for _ in range(3):
-        module.predict(x)
-    module._PROFILE.clear()
-    start = time.perf_counter()
-    for _ in range(calls):
-        module.predict(x)
-    total = (time.perf_counter() - start) / calls
-    per_layer = {key: seconds / calls for key, seconds in module._PROFILE.items()}
-    per_function: dict = defaultdict(float)
-    for (_, label), seconds in per_layer.items():
-        per_function[label.split(":")[0]] += seconds
-    shape = "one image" if x.ndim == len(module.INPUT_SHAPE) - 1 else f"a batch of {len(x)}"
+    """Markdown: time per function and the slowest layers of `predict(x)` (konverter.profile's timers)."""
+    r = profile_source(path.read_text(encoding="utf-8"), path.name, calls=calls, inputs=[x])
+    inside = sum(t.seconds for t in r.layers)
+    shape = "one image" if not r.batch else f"a batch of {r.batch}"
     rows = [
-        f"Profile of `predict` on {shape}: {total * 1e3:.2f} ms per call with timers "
-        f"({sum(per_layer.values()) * 1e3:.2f} ms inside the timed statements).",
+        f"Profile of `predict` on {shape}: {r.seconds * 1e3:.2f} ms per call with timers "
+        f"({inside * 1e3:.2f} ms inside the timed statements).",
         "",
         "| function | ms | share |",
         "| --- | ---: | ---: |",
     ]
-    for fn, seconds in sorted(per_function.items(), key=lambda kv: -kv[1]):
-        rows.append(f"| `{fn}` | {seconds * 1e3:.3f} | {seconds / total:.0%} |")
+    for fn, seconds in r.by_function().items():
+        rows.append(f"| `{fn}` | {seconds * 1e3:.3f} | {share(seconds, r.seconds)} |")
     rows += ["", f"Slowest {top} statements:", "", "| ms | call: layer |", "| ---: | --- |"]
-    for (_, label), seconds in sorted(per_layer.items(), key=lambda kv: -kv[1])[:top]:
-        rows.append(f"| {seconds * 1e3:.3f} | {label.replace('|', '/')[:110]} |")
+    for t in sorted(r.layers, key=lambda t: -t.seconds)[:top]:
+        rows.append(f"| {t.seconds * 1e3:.3f} | {f'{t.function}: {t.layer}'.replace('|', '/')[:110]} |")
     return rows
 
 
