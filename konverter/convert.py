@@ -139,6 +139,10 @@ def _generate(
     options = check_options(options) or None
     model = pipeline.read(path)
     program = pipeline.build(model, options)
+    # The program holds every weight it uses now. Letting the reader's arrays go means a rewrite that
+    # replaces a weight (a Dense kernel stacked with its bias) frees the original: the model is never
+    # in memory twice. (The ModelFile returned below has no weights.)
+    model.weights.clear()
     check = None
     if embed_check is not None:
         reference = read_reference(embed_check)
