@@ -218,7 +218,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, action="append", help="Konverter checkout(s) to measure (default: this)")
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
     args = parser.parse_args()
-    roots = args.root or [ROOT]
+    roots = [root.resolve() for root in args.root] if args.root else [ROOT]  # the child runs elsewhere
     with tempfile.TemporaryDirectory(prefix="konverter-bench-memory-") as tmp:
         folder = Path(tmp)
         model = folder / "big_model.h5"
