@@ -160,7 +160,11 @@ def convert_command(
     weights: WeightStorage = typer.Option(
         WeightStorage.float32,
         "--weights",
-        help="How the generated file stores the weights: float16 halves it (computed in float32 all the same).",
+        help=(
+            "How the generated file stores the weights: float16 halves the file and its memory once imported "
+            "(computed in float32 all the same; weights of 1 MiB or more are widened at each call: "
+            "slower for one sample)."
+        ),
     ),
 ) -> None:
     """Convert Keras model files into Python files that predict with NumPy only.

@@ -38,6 +38,10 @@ SOURCE_HASH_LINE = "# konverter-source-sha256: "  # what a later run compares to
 SETTINGS_LINE = "# konverter-settings: "
 WEIGHT_DTYPES = ("float32", "float16")  # options["weights"]: how float weights are stored in the file
 FLOAT16_MAX = 65504.0
+# With --weights float16, a weight stored in this many bytes or more stays float16 in memory (half the
+# memory of the imported module) and predict widens it to float32 at each call that uses it
+# (runtime.widen); smaller ones are widened once at import, so small models keep their speed.
+NARROW_BYTES = 1 << 20
 CHUNK_FLOATS = 2**19  # a large batch of a Dense chain runs in row chunks whose widest intermediate is ~2 MB
 
 
@@ -161,10 +165,13 @@ class _Module:
     `dense_1_bias`): Konverter's own words only, never a name from the file (the comments above
     the calls give those). `finish` turns the placeholders into the names."""
 
-    def __init__(self) -> None:
+    def __init__(self, weight_dtype: str = "float32") -> None:
         self.funcs: dict[str, Callable] = {}  # in order of first use: the file reads top-down
         self.constants: dict[str, Any] = {}
+        self.weight_dtype = weight_dtype
         self.weights: list[np.ndarray] = []
+        self.stored: list[np.dtype] = []  # each weight's dtype in the file
+        self.narrow: set[int] = set()  # weights kept float16 in memory (NARROW_BYTES)
         self.weight_hints: list[str] = []
         self.weight_keys: dict[Any, int] = {}
         self.views: dict[str, tuple] = {}  # placeholder of a view -> (base placeholder, part, hint)
@@ -188,6 +195,10 @@ class _Module:
         return fn.__name__
 
     def weight(self, const: Const, hint: str) -> str:
+        """The module-level name of a weight, embedded once (as stored: it may be float16, see argument)."""
+        return f"__konverter_w{self._index(const, hint)}__"
+
+    def _index(self, const: Const, hint: str) -> int:
         # Keyed by memory, not object: a shared layer's reshaped kernel (a new view of the same
         # array on every call) is still embedded once.
         a = const.array
@@ -197,18 +208,32 @@ class _Module:
             self.weights.append(a)
             named = const.keras and const.label
             self.weight_hints.append(f"{self.layer(const.keras)}_{const.label}" if named else hint)
-        return f"__konverter_w{self.weight_keys[key]}__"
+            dtype = stored_dtype(a, self.weight_dtype)
+            self.stored.append(dtype)
+            if dtype == np.float16 and a.size * dtype.itemsize >= NARROW_BYTES:
+                self.narrow.add(len(self.weights) - 1)
+        return self.weight_keys[key]
+
+    def argument(self, const: Const, hint: str) -> str:
+        """A weight as a layer function receives it: always float32, a weight kept float16 in memory
+        as its exact float32 copy made at the call (`widen(...)`). Never float16 itself: NumPy
+        computes float16 with float16 in float16."""
+        index = self._index(const, hint)
+        return self._widened(f"__konverter_w{index}__", index)
+
+    def _widened(self, name: str, index: int) -> str:
+        return f"{self.need(runtime.widen)}({name})" if index in self.narrow else name
 
     def view(self, view: ConstView, hint: str) -> str:
-        """The kernel rows or the bias row of an augmented kernel, named once."""
-        base = self.weight(view.base, f"{hint}_kernel_bias")
-        name = f"{base}{view.part}"
-        self.views.setdefault(name, (base, view.part, f"{hint}_{view.part}"))
-        return name
+        """The kernel rows or the bias row of an augmented kernel, named once (widened as `argument`)."""
+        index = self._index(view.base, f"{hint}_kernel_bias")
+        name = f"__konverter_w{index}__{view.part}"
+        self.views.setdefault(name, (f"__konverter_w{index}__", view.part, f"{hint}_{view.part}"))
+        return self._widened(name, index)
 
     def derived_value(self, value: Derived, hint: str) -> str:
         # Arguments: literals, or embedded weights (e.g. a kernel laid out anew at import).
-        args = (self.weight(a, f"{hint}_source") if isinstance(a, Const) else literal(a) for a in value.args)
+        args = (self.argument(a, f"{hint}_source") if isinstance(a, Const) else literal(a) for a in value.args)
         call = f"{self.need(value.fn)}({', '.join(args)})"
         if call not in self.derived:
             self.derived[call] = len(self.derived)
@@ -219,7 +244,7 @@ class _Module:
         if isinstance(value, Tensor):
             return names[id(value)]
         if isinstance(value, Const):
-            return self.weight(value, hint)
+            return self.argument(value, hint)
         if isinstance(value, ConstView):
             return self.view(value, hint.rsplit("_", 1)[0])
         if isinstance(value, Derived):
@@ -317,7 +342,7 @@ def generate(
     weight_dtype = options.get("weights", "float32")
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_DTYPES)}, not {weight_dtype!r}")
-    module = _Module()
+    module = _Module(weight_dtype)
     predict_lines = _predict_section(program, chain, module)
     check_lines = _self_check(program, check, module) if check is not None else []
     module.need(runtime.quiet_fp_state)
@@ -502,21 +527,35 @@ def _predict_section(program: Program, chain: DenseChain | None, module: _Module
 
 def _weights_section(module: _Module, weight_dtype: str) -> tuple[list, list]:
     """The lines that read the weights at import (the data itself follows the code), and their table."""
-    table, size = weight_table(module.weights, weight_dtype)
+    table, size = weight_table(module.weights, weight_dtype, module.stored)
     lines = [_section("weights")]
     if module.weights:
-        kind = "float32"
+        narrow = literal(tuple(sorted(module.narrow)))
         if weight_dtype == "float16":
-            kind = "float16 (float32 where a value does not fit), widened to float32"
+            lines += [
+                "# float16 arrays (float32 where a value does not fit), stored as base64 in the comment lines at the",
+                "# end of this file (not compiled into the .pyc); read_weights decodes them once at import into",
+                "# read-only arrays and widens float16 to float32"
+                + (", except the large arrays numbered in" if module.narrow else "."),
+            ]
+            if module.narrow:
+                lines += [
+                    "# `narrow`: they stay float16 in memory (half the memory) and predict widens each to float32 at",
+                    "# the call that uses it (widen).",
+                ]
+        else:
+            lines += [
+                "# float32 arrays, stored as base64 in the comment lines at the end of this file (not compiled into",
+                "# the .pyc); read_weights decodes them once at import into read-only arrays.",
+            ]
         lines += [
-            f"# {kind} arrays, stored as base64 in the comment lines at the end of this file (not compiled into",
-            "# the .pyc); read_weights decodes them once at import into read-only arrays.",
             "_TABLE = (",
             *(f"    ({offset}, {literal(dtype)}, {literal(shape)})," for offset, dtype, shape in table),
             ")",
         ]
         targets = ", ".join(f"__konverter_w{i}__" for i in range(len(module.weights)))
-        lines += [f"({targets},) = read_weights(globals(), _TABLE, {size})", "del _TABLE"]
+        kept = f", narrow={narrow}" if module.narrow else ""
+        lines += [f"({targets},) = read_weights(globals(), _TABLE, {size}{kept})", "del _TABLE"]
     if module.views:
         lines.append("# Kernels with the bias as last row (for the one-sample path); the batch path uses their parts.")
         for name, (base, part, _) in module.views.items():
@@ -656,14 +695,20 @@ def _fits_float16(a: np.ndarray) -> bool:
     return True
 
 
-def weight_table(arrays: list, weight_dtype: str = "float32") -> tuple[list, int]:
-    """(offset, dtype, shape) of each array in the stored byte stream (each ALIGN-aligned), and its size."""
+def stored_dtype(a: np.ndarray, weight_dtype: str = "float32") -> np.dtype:
+    """How an array is stored in the file: integers as they are, floats as float32, or float16 when
+    asked and every value fits."""
+    if a.dtype.kind in "iub":
+        return a.dtype.newbyteorder("<")
+    return np.dtype("<f2" if weight_dtype == "float16" and _fits_float16(a) else "<f4")
+
+
+def weight_table(arrays: list, weight_dtype: str = "float32", dtypes: list | None = None) -> tuple[list, int]:
+    """(offset, dtype, shape) of each array in the stored byte stream (each ALIGN-aligned), and its size.
+    `dtypes`: each array's stored_dtype when already known."""
     table, offset = [], 0
-    for a in arrays:
-        if a.dtype.kind in "iub":
-            dtype = a.dtype.newbyteorder("<")
-        else:  # floats (float16 storage when asked and every value fits)
-            dtype = np.dtype("<f2" if weight_dtype == "float16" and _fits_float16(a) else "<f4")
+    for i, a in enumerate(arrays):
+        dtype = dtypes[i] if dtypes is not None else stored_dtype(a, weight_dtype)
         table.append((offset, dtype.str, tuple(int(d) for d in a.shape)))
         offset += a.size * dtype.itemsize
         offset += (-offset) % ALIGN
@@ -761,8 +806,8 @@ def inline(fn: Callable, args: list, kwargs: dict, target: str | None) -> list |
     params = [a.arg for a in spec.args]
     if spec.vararg or spec.kwarg or spec.kwonlyargs or spec.defaults or len(args) + len(kwargs) != len(params):
         return None
-    # Replacement nodes: our own variable names for the arguments, constants for the keywords.
-    mapping = {p: ast.Name(id=a, ctx=ast.Load()) for p, a in zip(params, args)}
+    # Replacement nodes: our own expressions for the arguments (names, `widen(name)`), constants for the keywords.
+    mapping = {p: ast.parse(a, mode="eval").body for p, a in zip(params, args)}
     for key, value in kwargs.items():
         node = _constant_node(value)
         if node is None:
@@ -777,8 +822,12 @@ def inline(fn: Callable, args: list, kwargs: dict, target: str | None) -> list |
             return None
     if not statements or not isinstance(statements[-1], ast.Return) or statements[-1].value is None:
         return None
-    names = {n.id for st in statements for n in ast.walk(st) if isinstance(n, ast.Name)}
-    if not names <= set(params) | {"np"}:
+    names = [n.id for st in statements for n in ast.walk(st) if isinstance(n, ast.Name)]
+    if not set(names) <= set(params) | {"np"}:
+        return None
+    # An argument that is a call (`widen(kernel)`: a new array) is evaluated once: used once, never assigned to.
+    targets = [st.target.id for st in statements if isinstance(st, ast.AugAssign)]
+    if any(isinstance(mapping[p], ast.Call) and (names.count(p) > 1 or p in targets) for p in params):
         return None
 
     class Substitute(ast.NodeTransformer):
@@ -842,7 +891,7 @@ def _one_sample_body(chain: DenseChain, module: _Module) -> list:
     for k, step in enumerate(chain.steps):
         fused_relu = k != last and step.relu
         source = f"h{k}" if step.has_bias else f"v{k}"
-        kernel = module.weight(step.kernel, _step_hint(step, module))
+        kernel = module.argument(step.kernel, _step_hint(step, module))
         kwargs = dict(step.activation_kwargs)
         body += [f"    # {step.layer}"] if step.layer else []
         if k == last:
@@ -918,7 +967,7 @@ def _rows_function(chain: DenseChain, module: _Module) -> list:
             args = f"{kernel_rows}, {bias_row}"
             fn = chain.kernels.relu_rows if step.relu else chain.kernels.rows
         else:
-            args = module.weight(step.kernel, _step_hint(step, module))
+            args = module.argument(step.kernel, _step_hint(step, module))
             fn = chain.kernels.no_bias_rows
         module.need(fn)
         lines += [f"        # {step.layer}"] if step.layer else []

@@ -128,12 +128,14 @@ def unpack_weights(blob, table):
     return arrays
 
 
-def read_weights(namespace, table, size):
+def read_weights(namespace, table, size, narrow=()):
     # The weights are base64 in the "#:" comment lines at the end of this module's source, after the
     # code: never compiled, so the .pyc holds none of them and no string copy of them is ever made.
     # Decoded here once, 1 MB at a time, straight into each array's own buffer (allocated when the
-    # stream reaches it); float16 storage is widened to float32 as soon as an array is complete.
-    # Peak memory: the float32 weights plus one array's stored bytes. Arrays are read-only.
+    # stream reaches it); float16 storage is widened to float32 as soon as an array is complete,
+    # except the arrays numbered in `narrow` (large ones): they stay float16, and predict widens each
+    # at the call that uses it (widen). Peak memory: the arrays as kept plus one array's stored
+    # bytes. Arrays are read-only.
     arrays, current, pos = [], None, 0  # pos: bytes of the stream consumed so far
     try:
         for data in weight_blocks(module_source(namespace)):
@@ -154,24 +156,31 @@ def read_weights(namespace, table, size):
                 current[pos - offset : pos - offset + take] = data[at : at + take]
                 at, pos = at + take, pos + take
                 if pos == offset + nbytes:
-                    arrays.append(stored_array(current, dtype, shape))
+                    arrays.append(stored_array(current, dtype, shape, len(arrays) in narrow))
                     current = None
     except (ValueError, TypeError) as err:  # a damaged line
         raise ImportError(f"the weights at the end of this file are damaged ({type(err).__name__})") from None
     while len(arrays) < len(table) and table[len(arrays)][0] >= pos and 0 in table[len(arrays)][2]:
-        arrays.append(stored_array(bytearray(0), table[len(arrays)][1], table[len(arrays)][2]))  # empty arrays
+        arrays.append(stored_array(bytearray(0), table[len(arrays)][1], table[len(arrays)][2], False))  # empty arrays
     if len(arrays) != len(table) or pos != size:
         raise ImportError(f"the weights at the end of this file are damaged or cut off ({pos} bytes, not {size})")
     return arrays
 
 
-def stored_array(buffer, dtype, shape):
-    # One array of read_weights: a read-only view of its bytes, float16 widened to float32.
+def stored_array(buffer, dtype, shape, narrow):
+    # One array of read_weights: a read-only view of its bytes, float16 widened to float32 unless `narrow`.
     a = np.frombuffer(buffer, dtype).reshape(shape)
-    if a.dtype == np.float16:
+    if a.dtype == np.float16 and not narrow:
         a = a.astype(np.float32)
     a.flags.writeable = False
     return a
+
+
+def widen(weight):
+    # A weight kept float16 in memory (read_weights' `narrow`) as the exact float32 array a layer
+    # function computes with: made at the call that uses it, dropped after. Layer functions never see
+    # float16 (NumPy computes float16 with float16 in float16).
+    return weight.astype(np.float32)
 
 
 def weight_blocks(lines):

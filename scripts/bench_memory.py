@@ -1,11 +1,13 @@
 """Memory and time of converting and importing a big model (no Keras needed).
 
     python scripts/bench_memory.py                       # a ~210 MB Dense model, float32 and float16 files
+    python scripts/bench_memory.py --conv                # a VGG16-like convolutional model (~151 MB)
     python scripts/bench_memory.py --megabytes 50 --repeats 3
     python scripts/bench_memory.py --root /path/to/other/checkout   # the same measurements for another Konverter
 
 The model is written with h5py directly (Keras 2's HDF5 layout: `model_config` + `model_weights`),
-Dense layers with random float32 weights. Each measurement runs in a fresh Python process and reads
+Dense layers (or VGG16's convolutions on 32x32x3 images and its three Dense layers, `--conv`) with
+random float32 weights. Each measurement runs in a fresh Python process and reads
 its own peak resident memory (VmHWM), so nothing carries over between them:
 
 - converting: `konverter.konvert(model)` (time inside the process), peak memory above a process
@@ -43,33 +45,78 @@ def dense_widths(megabytes: float) -> tuple:
 
 def write_dense_model(path: Path, widths: tuple, seed: int = 0) -> int:
     """A Sequential of Dense layers (ReLU between them) in Keras 2's HDF5 layout; returns the weight bytes."""
+    layers = []
+    for i, (n_in, units) in enumerate(zip(widths, widths[1:])):
+        activation = "relu" if i < len(widths) - 2 else "linear"
+        layers.append(("Dense", f"dense_{i}", {"units": units, "activation": activation}, (n_in, units)))
+    return write_model(path, "big_dense", (widths[0],), layers, seed)
+
+
+VGG16 = (64, 64, "pool", 128, 128, "pool", 256, 256, 256, "pool", 512, 512, 512, "pool", 512, 512, 512, "pool")
+
+
+def write_conv_model(path: Path, seed: int = 0) -> int:
+    """VGG16 on 32x32x3 images (its 13 3x3 convolutions, ReLU, 2x2 max pooling, Flatten, Dense
+    4096-4096-1000): 38 M float32 parameters, ~151 MB, in Keras 2's HDF5 layout; returns the weight bytes."""
+    layers, channels, side = [], 3, 32
+    for i, step in enumerate(VGG16):
+        if step == "pool":
+            pool = {"pool_size": [2, 2], "strides": [2, 2], "padding": "valid"}
+            layers.append(("MaxPooling2D", f"pool_{i}", pool, None))
+            side //= 2
+        else:
+            config = {
+                "filters": step,
+                "kernel_size": [3, 3],
+                "strides": [1, 1],
+                "padding": "same",
+                "dilation_rate": [1, 1],
+                "groups": 1,
+                "activation": "relu",
+            }
+            layers.append(("Conv2D", f"conv_{i}", config, (3, 3, channels, step)))
+            channels = step
+    layers.append(("Flatten", "flatten", {}, None))
+    width = side * side * channels
+    for i, units in enumerate((4096, 4096, 1000)):
+        activation = "relu" if i < 2 else "softmax"
+        layers.append(("Dense", f"fc_{i}", {"units": units, "activation": activation}, (width, units)))
+        width = units
+    return write_model(path, "big_conv", (32, 32, 3), layers, seed)
+
+
+def write_model(path: Path, name: str, input_shape: tuple, layers: list, seed: int = 0) -> int:
+    """A Sequential model in Keras 2's HDF5 layout from (class, name, config, kernel shape or None)
+    entries; every layer with a kernel gets a bias too. Returns the weight bytes."""
     import h5py
 
     rng = np.random.default_rng(seed)
-    layers = [{"class_name": "InputLayer", "config": {"batch_input_shape": [None, widths[0]], "name": "input"}}]
-    names = []
-    for i, units in enumerate(widths[1:]):
-        name = f"dense_{i}"
-        names.append(name)
-        activation = "relu" if i < len(widths) - 2 else "linear"
-        config = {"name": name, "trainable": True, "dtype": "float32", "units": units, "activation": activation}
-        layers.append({"class_name": "Dense", "config": config})
-    model_config = {"class_name": "Sequential", "config": {"name": "big_dense", "layers": layers}}
+    entries = [{"class_name": "InputLayer", "config": {"batch_input_shape": [None, *input_shape], "name": "input"}}]
+    for cls, layer, config, _ in layers:
+        common = {"name": layer, "trainable": True, "dtype": "float32", "data_format": "channels_last"}
+        if cls == "Dense":
+            del common["data_format"]
+        entries.append({"class_name": cls, "config": {**common, "use_bias": True, **config}})
+    model_config = {"class_name": "Sequential", "config": {"name": name, "layers": entries}}
     total = 0
     with h5py.File(path, "w") as f:
         f.attrs["keras_version"] = "2.21.0"
         f.attrs["backend"] = "tensorflow"
         f.attrs["model_config"] = json.dumps(model_config)
         group = f.create_group("model_weights")
-        group.attrs["layer_names"] = np.array([n.encode() for n in names])
+        group.attrs["layer_names"] = np.array([layer.encode() for _, layer, _, _ in layers])
         group.attrs["backend"] = "tensorflow"
         group.attrs["keras_version"] = "2.21.0"
-        for name, n_in, n_out in zip(names, widths, widths[1:]):
-            layer = group.create_group(name)
-            layer.attrs["weight_names"] = np.array([f"{name}/kernel:0".encode(), f"{name}/bias:0".encode()])
-            inner = layer.create_group(name)
-            kernel = (rng.standard_normal((n_in, n_out), dtype=np.float32) / np.float32(np.sqrt(n_in))).astype("<f4")
-            bias = rng.standard_normal(n_out, dtype=np.float32) * np.float32(0.1)
+        for _, layer, _, shape in layers:
+            group_of_layer = group.create_group(layer)
+            if shape is None:
+                group_of_layer.attrs["weight_names"] = np.array([], dtype=np.float64)
+                continue
+            group_of_layer.attrs["weight_names"] = np.array([f"{layer}/kernel:0".encode(), f"{layer}/bias:0".encode()])
+            inner = group_of_layer.create_group(layer)
+            fan_in = int(np.prod(shape[:-1]))
+            kernel = (rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(fan_in))).astype("<f4")
+            bias = rng.standard_normal(shape[-1], dtype=np.float32) * np.float32(0.1)
             inner.create_dataset("kernel:0", data=kernel)
             inner.create_dataset("bias:0", data=bias)
             total += kernel.nbytes + bias.nbytes
@@ -94,7 +141,29 @@ def run(code: str, root: Path, pyc: bool = True) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(model: Path, out_dir: Path, root: Path, options: dict, repeats: int) -> dict:
+PREDICT = """
+peak_import = {peak}
+rng = numpy.random.default_rng(0)
+one = rng.standard_normal(big_model.INPUT_SHAPE[1:], dtype=numpy.float32)
+batch = rng.standard_normal(({batch},) + big_model.INPUT_SHAPE[1:], dtype=numpy.float32)
+
+
+def median_seconds(x, calls):
+    big_model.predict(x)  # warm: the per-thread buffers, caches
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        big_model.predict(x)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+result = {{"seconds": seconds, "import_peak": peak_import}}
+result.update(one=median_seconds(one, 31), batch=median_seconds(batch, 7))
+"""
+
+
+def measure(model: Path, out_dir: Path, root: Path, options: dict, repeats: int, batch: int) -> dict:
     generated = out_dir / "big_model.py"
     convert = (
         "import konverter\n"
@@ -109,8 +178,8 @@ def measure(model: Path, out_dir: Path, root: Path, options: dict, repeats: int)
         f"sys.path.insert(0, {str(out_dir)!r})\n"
         "t = time.perf_counter()\n"
         "import big_model\n"
-        "result = {'seconds': time.perf_counter() - t}"
-    )
+        "seconds = time.perf_counter() - t\n"
+    ) + PREDICT.format(peak=PEAK, batch=batch)
     base_import = run("import numpy\nresult = {}", root)["peak"]
     first = run(importing, root)  # writes the .pyc
     again = [run(importing, root) for _ in range(repeats)]
@@ -118,9 +187,12 @@ def measure(model: Path, out_dir: Path, root: Path, options: dict, repeats: int)
         "convert_seconds": float(np.median([c["seconds"] for c in conversions])),
         "convert_peak": float(np.median([c["peak"] for c in conversions])) - base_convert,
         "first_import_seconds": first["seconds"],
-        "first_import_peak": first["peak"] - base_import,
+        "first_import_peak": first["import_peak"] - base_import,
         "import_seconds": float(np.median([c["seconds"] for c in again])),
-        "import_peak": float(np.median([c["peak"] for c in again])) - base_import,
+        "import_peak": float(np.median([c["import_peak"] for c in again])) - base_import,
+        "predict_peak": float(np.median([c["peak"] for c in again])) - base_import,
+        "one": float(np.median([c["one"] for c in again])),
+        "batch": float(np.median([c["batch"] for c in again])),
         "file_bytes": generated.stat().st_size,
     }
 
@@ -133,31 +205,40 @@ def report(label: str, m: dict, model_bytes: int, weight_bytes: int) -> list:
         f"| {m['convert_peak'] / 1e6:.0f} MB ({m['convert_peak'] / model_bytes:.2f}×) "
         f"| {m['import_seconds']:.2f} s ({m['import_seconds'] * 100e6 / weight_bytes:.2f} s/100 MB) "
         f"| {m['import_peak'] / 1e6:.0f} MB ({m['import_peak'] / weight_bytes:.2f}×) "
-        f"| {m['first_import_seconds']:.2f} s, {m['first_import_peak'] / 1e6:.0f} MB |"
+        f"| {m['first_import_seconds']:.2f} s, {m['first_import_peak'] / 1e6:.0f} MB "
+        f"| {m['one'] * 1e3:.2f} ms | {m['batch'] * 1e3:.1f} ms | {m['predict_peak'] / 1e6:.0f} MB |"
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--megabytes", type=float, default=210.0, help="weights of the Dense model (default 210)")
+    parser.add_argument("--conv", action="store_true", help="a VGG16-like convolutional model instead (~151 MB)")
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per measurement (median)")
     parser.add_argument("--root", type=Path, action="append", help="Konverter checkout(s) to measure (default: this)")
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
     args = parser.parse_args()
-    roots = args.root or [ROOT]
+    roots = [root.resolve() for root in args.root] if args.root else [ROOT]  # the child runs elsewhere
     with tempfile.TemporaryDirectory(prefix="konverter-bench-memory-") as tmp:
         folder = Path(tmp)
-        model = folder / "big_dense.h5"
-        weight_bytes = write_dense_model(model, dense_widths(args.megabytes))
+        model = folder / "big_model.h5"
+        if args.conv:
+            weight_bytes, batch = write_conv_model(model), 16
+            described = "VGG16-like model on 32x32x3 images"
+        else:
+            weight_bytes, batch = write_dense_model(model, dense_widths(args.megabytes)), 256
+            described = f"Dense model {dense_widths(args.megabytes)}"
         model_bytes = model.stat().st_size
         lines = [
-            f"Dense model {dense_widths(args.megabytes)}: model file {model_bytes / 1e6:.0f} MB, "
+            f"{described}: model file {model_bytes / 1e6:.0f} MB, "
             f"raw float32 weights {weight_bytes / 1e6:.0f} MB; medians of {args.repeats} fresh processes; "
             "memory is peak RSS above the baseline process (ratio to the model file when converting, "
-            "to the raw weights when importing).",
+            f"to the raw weights when importing); predict: one sample, a batch of {batch}, and the peak "
+            "after both (import included).",
             "",
-            "| Konverter, weights | file | converting | peak | importing (.pyc exists) | peak | first import |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| Konverter, weights | file | converting | peak | importing (.pyc exists) | peak | first import "
+            "| predict one | batch | peak |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for root in roots:
             for weights in ("float32", "float16"):
@@ -165,7 +246,7 @@ def main() -> None:
                 out_dir = folder / f"out_{len(lines)}"
                 out_dir.mkdir()
                 options = {"weights": weights} if weights != "float32" else {}
-                m = measure(model, out_dir, root, options, args.repeats)
+                m = measure(model, out_dir, root, options, args.repeats, batch)
                 name = "this checkout" if root == ROOT else str(root)
                 lines += report(f"{name}, {weights}", m, model_bytes, weight_bytes)
     text = "\n".join(lines) + "\n"

@@ -88,17 +88,21 @@ def _chain_activation(op: Op, last: bool) -> bool:
 
 def dense_chain(program: Program) -> tuple[Program, Optional[DenseChain]]:
     """A model made of Dense layers and ReLU/tanh/softmax only: its one-sample form, and the program
-    rewritten so that its kernels and biases are views of the augmented kernels (stored once)."""
+    rewritten so that its kernels and biases are views of the augmented kernels (stored once).
+
+    Memory: each augmented kernel is built only once the whole program is known to be a chain, and
+    the original kernel and bias Consts are pointed at its rows (the same values) as soon as it
+    exists, so the original arrays are freed one by one (once the reader's ModelFile let go of them,
+    see `convert._generate`) instead of the model being held twice at the end."""
     if len(program.inputs) != 1 or len(program.outputs) != 1 or program.outputs_as_dict or not program.ops:
         return program, None
     x = program.inputs[0].tensor
     if x.dtype != "float32" or x.shape is None or len(x.shape) != 1 or x.shape[0] is None:
         return program, None
     chain = DenseChain(int(x.shape[0]))
-    ops = []
+    dense_ops = []  # (index in the program, its input, kernel Const, bias Const or None)
     current = x
-    for op in program.ops:
-        ops.append(op)
+    for i, op in enumerate(program.ops):
         args = arguments(op)
         if args.get("x") is not current or len(op.outputs) != 1:
             return program, None
@@ -108,11 +112,9 @@ def dense_chain(program: Program) -> tuple[Program, Optional[DenseChain]]:
                 return program, None
             if kernel.array.ndim != 2 or kernel.array.dtype != np.float32:
                 return program, None
-            if bias is not None:
-                if bias.array.dtype != np.float32 or bias.array.shape != kernel.array.shape[1:]:
-                    return program, None
-                kernel = Const(np.vstack([kernel.array, bias.array[None]]))
-                ops[-1] = replace(op, args=(current, ConstView(kernel, "kernel"), ConstView(kernel, "bias")), kwargs={})
+            if bias is not None and (bias.array.dtype != np.float32 or bias.array.shape != kernel.array.shape[1:]):
+                return program, None
+            dense_ops.append((i, current, kernel, bias))
             relu = RELU_IN_PLACE if op.fn is core.dense_relu else None
             chain.steps.append(ChainStep(kernel, bias is not None, relu, {}, op.layer, op.keras))
         elif chain.steps and chain.steps[-1].activation is None and _chain_activation(op, op is program.ops[-1]):
@@ -126,4 +128,12 @@ def dense_chain(program: Program) -> tuple[Program, Optional[DenseChain]]:
         current = op.outputs[0]
     if current is not program.outputs[0] or not chain.steps:
         return program, None
+    ops = list(program.ops)
+    for step, (i, h, kernel, bias) in zip(chain.steps, dense_ops):
+        if bias is None:
+            continue
+        augmented = Const(np.vstack([kernel.array, bias.array[None]]))
+        kernel.array, bias.array = augmented.array[:-1], augmented.array[-1]  # the originals can go now
+        step.kernel = augmented
+        ops[i] = replace(ops[i], args=(h, ConstView(augmented, "kernel"), ConstView(augmented, "bias")), kwargs={})
     return replace(program, ops=ops), chain
