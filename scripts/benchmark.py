@@ -15,9 +15,10 @@ For each model: one batch (10,000 samples for the MLPs, 1,000 for GRU/CNN) and a
 predictions, both as x[i:i+1] and as unbatched x[i]. All contenders run interleaved in the same
 repeats; the table shows medians and the median of the per-repeat ratios to the fastest
 hand-written NumPy. Contenders: the generated file; hand-written NumPy; Keras model(x) /
-predict_on_batch / predict and LiteRT when TensorFlow is importable; ONNX Runtime when onnx and
-onnxruntime are installed (MLPs only). BLAS runs on ONE thread: the *_NUM_THREADS variables are
-set below, before NumPy is imported.
+predict_on_batch / predict and LiteRT when TensorFlow is importable (timed in a process of their
+own, interleaved: see TensorFlowServer); ONNX Runtime when onnx and onnxruntime are installed
+(MLPs only). BLAS runs on ONE thread: the *_NUM_THREADS variables are set below, before NumPy is
+imported.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import argparse  # noqa: E402
 import atexit  # noqa: E402
 import importlib.util  # noqa: E402
 import itertools  # noqa: E402
+import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -398,6 +400,7 @@ class Contender:
     single_calls: Optional[int] = None  # fewer single calls for slow contenders
     hand: bool = False
     any_batch_size: bool = True  # False: batch() only takes the benchmark's batch size
+    remote: Optional[TensorFlowServer] = None  # timed in the TensorFlow process (its batch/one_* are unused)
 
 
 @dataclass
@@ -472,6 +475,112 @@ def litert_contender(tf, keras_model, batch_size: int) -> tuple[Optional[Contend
     return Contender("LiteRT (tf.lite)", batch=batch, one_slice=one, any_batch_size=False), ""
 
 
+def timed_remotely(*_):
+    """The batch/one_slice of a contender timed in the TensorFlow process: never called here."""
+    raise RuntimeError("this contender runs in the TensorFlow process")
+
+
+class TensorFlowServer:
+    """Keras and LiteRT (tf.lite) contenders of one model, timed in a child process with TensorFlow.
+
+    This process never imports TensorFlow: timed in the same process, after TensorFlow's calls, the
+    generated files measured 10-40 % slower against the hand-written NumPy than in a process without
+    it (the small CNN's one image 1.13-1.48x instead of 1.06-1.09x; the hand-written pass, which
+    allocates nothing, was not affected), and a user's NumPy-only process is what the generated file
+    is for. The child times each loop itself when asked, so the rounds still interleave with this
+    process's contenders and all see the same machine load."""
+
+    def __init__(self, name: str, singles: int) -> None:
+        command = [sys.executable, __file__, "--serve", name, "--singles", str(singles)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.hello = self._read()
+
+    def _read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the TensorFlow process stopped (see its messages above)")
+        return json.loads(line)
+
+    def time(self, name: str, mode: str, lo: int, hi: int) -> float:
+        """Seconds the child spent on `name`: one batch call, or calls lo..hi of the single samples."""
+        self.process.stdin.write(json.dumps({"name": name, "mode": mode, "lo": lo, "hi": hi}) + "\n")
+        self.process.stdin.flush()
+        return float(self._read()["seconds"])
+
+    def contenders(self) -> list:
+        return [
+            Contender(
+                c["name"],
+                batch=timed_remotely,
+                one_slice=timed_remotely if c["slice"] else None,
+                single_calls=c["single_calls"],
+                any_batch_size=False,
+                remote=self,
+            )
+            for c in self.hello["contenders"]
+        ]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def serve(name: str, singles: int) -> None:
+    """The child of TensorFlowServer: load the model with tf_keras, build its contenders, say hello
+    (contenders, reference outputs, notes), then time what the parent asks, one JSON line each."""
+    channel = os.fdopen(os.dup(1), "w")  # the protocol; anything else printed goes to stderr
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    import tensorflow as tf
+    import tf_keras
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    path, batch_size = MODELS[name]
+    x_batch, x_single = sample_inputs(name, batch_size, seed=1), sample_inputs(name, singles, seed=2)
+    keras_model = tf_keras.models.load_model(str(path), compile=False)
+    contenders = keras_contenders(path, tf, keras_model)
+    notes = [
+        f"Keras and LiteRT: TensorFlow {tf.__version__} (tf_keras {tf_keras.__version__}) in a process of their own"
+        ", 1 intra-op and 1 inter-op thread"
+    ]
+    reference = np.asarray(keras_model(x_batch[:64], training=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lite, note = litert_contender(tf, keras_model, batch_size)
+    if lite is not None:
+        error = float(np.max(np.abs(np.asarray(lite.one_slice(x_batch[:1])) - reference[:1])))
+        if error > 1e-4 + 1e-3 * float(np.max(np.abs(reference))):
+            raise SystemExit(f"{name}: LiteRT disagrees with Keras (max |error| {error:.2e})")
+        contenders.append(lite)
+    else:
+        notes.append(note)
+    by_name = {c.name: c for c in contenders}
+    hello = {
+        "contenders": [
+            {"name": c.name, "slice": c.one_slice is not None, "single_calls": c.single_calls} for c in contenders
+        ],
+        "reference": reference.tolist(),
+        "notes": notes,
+    }
+    channel.write(json.dumps(hello) + "\n")
+    channel.flush()
+    for line in sys.stdin:
+        ask = json.loads(line)
+        c = by_name[ask["name"]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            start = time.perf_counter()
+            if ask["mode"] == "batch":
+                c.batch(x_batch)
+            else:
+                for i in range(ask["lo"], ask["hi"]):
+                    c.one_slice(x_single[i : i + 1])
+            seconds = time.perf_counter() - start
+        channel.write(json.dumps({"seconds": seconds}) + "\n")
+        channel.flush()
+
+
 def onnx_contender(layers: list, batch_size: int) -> tuple[Optional[Contender], str]:
     """ONNX Runtime on an ONNX graph built from the same weights (MatMul + Add + Relu), 1 thread."""
     try:
@@ -518,10 +627,9 @@ def time_contenders(
     contenders: list, x_batch: np.ndarray, x_single: np.ndarray, repeats: int, blocks: int = 8
 ) -> Result:
     """Every contender in every repeat; the single-prediction loops alternate between contenders in
-    `blocks` blocks so that all of them see the same machine load. Each timed loop starts after a
-    SETTLE pause: TensorFlow's and LiteRT's worker threads keep spinning for a while after their
-    calls, and on a 2-core machine they took a core from whichever contender came next (the
-    generated file, which followed them: the small CNN's one image measured 1.37-1.44x instead of 1.09x)."""
+    `blocks` blocks so that all of them see the same machine load, in an order that rotates. Each
+    timed loop starts after a SETTLE pause, so that no runtime's worker threads are still busy
+    with their last call. TensorFlow's contenders are timed in their own process (TensorFlowServer)."""
     result = Result()
     n = len(x_single)
     edges = np.linspace(0, n, blocks + 1).astype(int)
@@ -529,7 +637,10 @@ def time_contenders(
         # A different contender goes first in each repeat: the first big batch after the single-sample
         # loops pays for growing the heap again (page faults), and that should not always be the same one.
         for c in contenders[r % len(contenders) :] + contenders[: r % len(contenders)]:
-            if c.batch is not None:
+            if c.remote is not None:
+                time.sleep(SETTLE)
+                result.times.setdefault((c.name, "batch"), []).append(c.remote.time(c.name, "batch", 0, 0))
+            elif c.batch is not None:
                 time.sleep(SETTLE)
                 start = time.perf_counter()
                 c.batch(x_batch)
@@ -547,6 +658,10 @@ def time_contenders(
                     if c.single_calls is not None:
                         hi = lo + max(1, c.single_calls // blocks)
                     time.sleep(SETTLE)
+                    if c.remote is not None:
+                        spent[c.name] = spent.get(c.name, 0.0) + c.remote.time(c.name, mode, lo, hi)
+                        calls[c.name] = calls.get(c.name, 0) + hi - lo
+                        continue
                     start = time.perf_counter()
                     if mode == "slice":
                         for i in range(lo, hi):
@@ -734,6 +849,123 @@ def machine_lines() -> list:
     return lines
 
 
+def model_section(name: str, args: argparse.Namespace, with_tensorflow: bool, work: Path) -> list:
+    """The report section of one benchmark model (Keras and LiteRT timed by a TensorFlowServer)."""
+    path, batch_size = MODELS[name]
+    report = [f"## {name} (`{path.relative_to(ROOT)}`)", ""]
+    if not path.exists():
+        return report + [f"SKIPPED: {path.name} is missing (run with --build-models where tf_keras is installed).", ""]
+    layers = layer_weights(path)
+    x_batch = sample_inputs(name, batch_size, seed=1)
+    x_single = sample_inputs(name, args.singles, seed=2)
+    contenders: list = []
+    notes: list = []
+    generated = work / f"{name}.py"
+    module = None
+    try:
+        konvert(path, generated, force=True)
+        module = import_file(generated)
+        contenders.append(
+            Contender("Konverter generated", batch=module.predict, one_slice=module.predict, one_vector=module.predict)
+        )
+    except KonverterError as err:
+        notes.append(f"Konverter generated file SKIPPED: Konverter cannot convert this model yet ({err}).")
+    hand = {"benchmark": HandMLP, "phone": HandMLP, "gru": HandGRU, "cnn": HandCNN}[name](layers)
+    hand_names = ["hand-written NumPy"]
+    contenders.append(
+        Contender(
+            "hand-written NumPy",
+            batch=hand.batch,
+            one_slice=(lambda x, hand=hand: hand.one(x)[None])
+            if isinstance(hand, HandMLP)
+            else (lambda x, hand=hand: hand.one(x[0])[None]),
+            one_vector=hand.one,
+            hand=True,
+        )
+    )
+    if isinstance(hand, HandMLP):
+        contenders.append(Contender("hand-written NumPy, 1,024-row workspaces", batch=hand.batch_chunked, hand=True))
+        hand_names.append(contenders[-1].name)
+    server = None
+    if with_tensorflow:
+        server = TensorFlowServer(name, args.singles)
+        contenders += server.contenders()
+        notes += server.hello["notes"]
+    else:
+        notes.append("Keras and LiteRT skipped: TensorFlow is not importable (or --no-keras).")
+    if isinstance(hand, HandMLP):
+        onnx, note = onnx_contender(layers, batch_size)
+        if onnx is not None:
+            contenders.append(onnx)
+        else:
+            notes.append(note)
+    else:
+        notes.append("ONNX Runtime: MLPs only.")
+
+    # correctness first: everything agrees with the reference outputs
+    if server is not None:
+        reference = np.asarray(server.hello["reference"], dtype=np.float32)
+    else:
+        ref_file = path.with_suffix(".npz")
+        with np.load(ref_file) as data:
+            x_check, reference = data["x0"], data["y0"]
+    x_check = x_batch[:64] if server is not None else x_check
+    limit = 1e-4 + 1e-3 * float(np.max(np.abs(reference)))
+    for c in contenders:
+        if c.remote is not None:  # LiteRT was checked against Keras in its process
+            continue
+        checks = []
+        if c.batch is not None and c.any_batch_size:
+            checks.append(np.asarray(c.batch(x_check)) - reference)
+        if c.one_slice is not None:
+            checks.append(np.asarray(c.one_slice(x_check[:1])) - reference[:1])
+        if c.one_vector is not None:
+            checks.append(np.asarray(c.one_vector(x_check[0])) - reference[0])
+        err = max(float(np.max(np.abs(d))) for d in checks)
+        if err > limit:
+            raise SystemExit(f"{name}: {c.name} disagrees with the reference (max |error| {err:.2e})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = time_contenders(contenders, x_batch, x_single, args.repeats)
+    report.append(
+        f"Batch of {batch_size:,}; {args.singles:,} single predictions per repeat (Keras: fewer, per call); "
+        f"median of {args.repeats} interleaved repeats. Ratio = median of per-repeat ratios to the fastest "
+        "hand-written NumPy in the same repeat (lower is better)."
+    )
+    report.append("")
+    report += speed_table(result, contenders, hand_names)
+    report.append("")
+    for note in notes:
+        report.append(f"- {note}")
+    # sizes and float16
+    raw = raw_weight_bytes(path)
+    size_line = f"- Model file {path.stat().st_size / 1e6:.2f} MB; raw float32 weights {raw / 1e6:.2f} MB"
+    if module is not None:
+        gen_size = generated.stat().st_size
+        half = work / f"{name}_f16.py"
+        konvert(path, half, force=True, options={"weights": "float16"})
+        half_module = import_file(half)
+        size_line += (
+            f"; generated file {gen_size / 1e6:.2f} MB ({gen_size / raw:.2f}× raw weights, "
+            f"{gen_size / path.stat().st_size:.2f}× model file); with `--weights float16` "
+            f"{half.stat().st_size / 1e6:.2f} MB ({half.stat().st_size / raw:.2f}× raw)"
+        )
+        report.append(size_line)
+        full_err = float(np.max(np.abs(module.predict(x_check) - reference)))
+        half_err = float(np.max(np.abs(half_module.predict(x_check) - reference)))
+        what = "Keras" if server is not None else "the stored Keras reference"
+        report.append(
+            f"- Max |error| vs {what} on {len(x_check)} samples: float32 file {full_err:.2e}, "
+            f"float16 file {half_err:.2e} (outputs up to {float(np.max(np.abs(reference))):.2f})"
+        )
+    else:
+        report.append(size_line)
+    report.append("")
+    if server is not None:
+        server.close()
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
@@ -748,153 +980,29 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true", help="with --cnn: a per-layer profile of each generated file")
     parser.add_argument("--memory", action="store_true", help="also a 210 MB Dense model (scripts/bench_memory.py)")
+    parser.add_argument("--serve", choices=list(MODELS), help=argparse.SUPPRESS)  # see TensorFlowServer
     args = parser.parse_args()
 
     if args.build_models:
         build_models(BENCH_MODELS)
-    tf = None
-    if not args.no_keras:
-        try:
-            import tensorflow as tf  # noqa: F811
-
-            tf.config.threading.set_intra_op_parallelism_threads(1)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-            import tf_keras
-        except ImportError:
-            tf = None
+    if args.serve:  # the TensorFlow process of a TensorFlowServer
+        serve(args.serve, args.singles)
+        return
+    with_tensorflow = not args.no_keras and all(importlib.util.find_spec(m) for m in ("tensorflow", "tf_keras"))
     report = ["## Machine", "", *machine_lines(), ""]
-    if tf is None:
-        report.append("TensorFlow is not importable here: no Keras or LiteRT rows.")
+    if with_tensorflow:
+        report.append("Keras and LiteRT (tf.lite) run in a process of their own with TensorFlow, interleaved.")
     else:
-        report.append(
-            f"TensorFlow {tf.__version__} (tf_keras {tf_keras.__version__}), 1 intra-op and 1 inter-op thread."
-        )
+        report.append("TensorFlow is not importable here (or --no-keras): no Keras or LiteRT rows.")
     report.append("")
     work = scratch()
-    seed_generated = None
     for name in args.models:
-        path, batch_size = MODELS[name]
         print(f"== {name}", file=sys.stderr)
-        report += [f"## {name} (`{path.relative_to(ROOT)}`)", ""]
-        if not path.exists():
-            report += [f"SKIPPED: {path.name} is missing (run with --build-models where tf_keras is installed).", ""]
-            continue
-        layers = layer_weights(path)
-        x_batch = sample_inputs(name, batch_size, seed=1)
-        x_single = sample_inputs(name, args.singles, seed=2)
-        contenders: list = []
-        notes: list = []
-        generated = work / f"{name}.py"
-        module = None
-        try:
-            konvert(path, generated, force=True)
-            module = import_file(generated)
-            contenders.append(
-                Contender(
-                    "Konverter generated", batch=module.predict, one_slice=module.predict, one_vector=module.predict
-                )
-            )
-        except KonverterError as err:
-            notes.append(f"Konverter generated file SKIPPED: Konverter cannot convert this model yet ({err}).")
-        hand = {"benchmark": HandMLP, "phone": HandMLP, "gru": HandGRU, "cnn": HandCNN}[name](layers)
-        hand_names = ["hand-written NumPy"]
-        contenders.append(
-            Contender(
-                "hand-written NumPy",
-                batch=hand.batch,
-                one_slice=(lambda x, hand=hand: hand.one(x)[None])
-                if isinstance(hand, HandMLP)
-                else (lambda x, hand=hand: hand.one(x[0])[None]),
-                one_vector=hand.one,
-                hand=True,
-            )
-        )
-        if isinstance(hand, HandMLP):
-            contenders.append(
-                Contender("hand-written NumPy, 1,024-row workspaces", batch=hand.batch_chunked, hand=True)
-            )
-            hand_names.append(contenders[-1].name)
-        keras_model = None
-        if tf is not None:
-            keras_model = tf_keras.models.load_model(str(path), compile=False)
-            contenders += keras_contenders(path, tf, keras_model)
-            lite, note = litert_contender(tf, keras_model, batch_size)
-            if lite is not None:
-                contenders.append(lite)
-            else:
-                notes.append(note)
-        else:
-            notes.append("Keras and LiteRT skipped: TensorFlow is not importable.")
-        if isinstance(hand, HandMLP):
-            onnx, note = onnx_contender(layers, batch_size)
-            if onnx is not None:
-                contenders.append(onnx)
-            else:
-                notes.append(note)
-        else:
-            notes.append("ONNX Runtime: MLPs only.")
-
-        # correctness first: everything agrees with the reference outputs
-        if keras_model is not None:
-            reference = np.asarray(keras_model(x_batch[:64], training=False))
-        else:
-            ref_file = path.with_suffix(".npz")
-            with np.load(ref_file) as data:
-                x_check, reference = data["x0"], data["y0"]
-        x_check = x_batch[:64] if keras_model is not None else x_check
-        limit = 1e-4 + 1e-3 * float(np.max(np.abs(reference)))
-        for c in contenders:
-            if c.name.startswith("Keras"):
-                continue
-            checks = []
-            if c.batch is not None and c.any_batch_size:
-                checks.append(np.asarray(c.batch(x_check)) - reference)
-            if c.one_slice is not None:
-                checks.append(np.asarray(c.one_slice(x_check[:1])) - reference[:1])
-            if c.one_vector is not None:
-                checks.append(np.asarray(c.one_vector(x_check[0])) - reference[0])
-            err = max(float(np.max(np.abs(d))) for d in checks)
-            if err > limit:
-                raise SystemExit(f"{name}: {c.name} disagrees with the reference (max |error| {err:.2e})")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = time_contenders(contenders, x_batch, x_single, args.repeats)
-        report.append(
-            f"Batch of {batch_size:,}; {args.singles:,} single predictions per repeat (Keras: fewer, per call); "
-            f"median of {args.repeats} interleaved repeats. Ratio = median of per-repeat ratios to the fastest "
-            "hand-written NumPy in the same repeat (lower is better)."
-        )
-        report.append("")
-        report += speed_table(result, contenders, hand_names)
-        report.append("")
-        for note in notes:
-            report.append(f"- {note}")
-        # sizes and float16
-        raw = raw_weight_bytes(path)
-        size_line = f"- Model file {path.stat().st_size / 1e6:.2f} MB; raw float32 weights {raw / 1e6:.2f} MB"
-        if module is not None:
-            gen_size = generated.stat().st_size
-            half = work / f"{name}_f16.py"
-            konvert(path, half, force=True, options={"weights": "float16"})
-            half_module = import_file(half)
-            size_line += (
-                f"; generated file {gen_size / 1e6:.2f} MB ({gen_size / raw:.2f}× raw weights, "
-                f"{gen_size / path.stat().st_size:.2f}× model file); with `--weights float16` "
-                f"{half.stat().st_size / 1e6:.2f} MB ({half.stat().st_size / raw:.2f}× raw)"
-            )
-            report.append(size_line)
-            full_err = float(np.max(np.abs(module.predict(x_check) - reference)))
-            half_err = float(np.max(np.abs(half_module.predict(x_check) - reference)))
-            what = "Keras" if keras_model is not None else "the stored Keras reference"
-            report.append(
-                f"- Max |error| vs {what} on {len(x_check)} samples: float32 file {full_err:.2e}, "
-                f"float16 file {half_err:.2e} (outputs up to {float(np.max(np.abs(reference))):.2f})"
-            )
-            if name == "benchmark":
-                seed_generated = generated
-        else:
-            report.append(size_line)
-        report.append("")
+        report += model_section(name, args, with_tensorflow, work)
+    seed_generated = None
+    if "benchmark" in args.models and MODELS["benchmark"][0].exists():
+        seed_generated = work / "benchmark_seed.py"
+        konvert(MODELS["benchmark"][0], seed_generated, force=True)
     if seed_generated is not None:
         print("== process measurements", file=sys.stderr)
         report += ["## Conversion, import, memory (seed benchmark model)", ""]
