@@ -93,9 +93,42 @@ def _dependencies(fn: Callable, seen: dict, constants: dict) -> None:
 
 
 CHUNK_VALUES = 1 << 20  # values in the widest intermediate of one chunk (4 MB of float32)
+# A float16 file widens its large weights at every call that uses them, and each chunk of a large
+# batch is such a call: its chunks hold at least 1/WIDENED_SHARE of those weights' values, so that
+# widening them costs ~1/WIDENED_SHARE of the chunk's products (a VGG16 at 96x96: 16 images took
+# 2.4x the float32 time in chunks of one image, 1.2x in chunks of 8) while the chunk's
+# intermediates stay a fraction of the weights' memory.
+WIDENED_SHARE = 8
 
 
-def row_chunk(program: Program) -> int | None:
+def narrow_values(program: Program, weight_dtype: str) -> int:
+    """Float values of the weights a float16 file keeps float16 in memory (NARROW_BYTES and more
+    stored): an estimate for chunk sizes (a weight out of float16's range is stored float32)."""
+    if weight_dtype != "float16":
+        return 0
+    sizes: dict[int, int] = {}
+
+    def visit(value: Any) -> None:
+        if isinstance(value, Const):
+            a = value.array
+            if a.dtype.kind == "f" and a.size * 2 >= NARROW_BYTES:
+                sizes[id(a)] = a.size
+        elif isinstance(value, Derived):
+            visit(value.args)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                visit(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                visit(v)
+
+    for op in program.ops:
+        visit(op.args)
+        visit(op.kwargs)
+    return sum(sizes.values())
+
+
+def row_chunk(program: Program, narrow: int = 0) -> int | None:
     """Rows per chunk for a large batch of a row-wise program with one input and one output, else None.
 
     Whole-batch intermediates of a convolutional model are tens of MB: each is page-faulted in anew.
@@ -111,7 +144,8 @@ def row_chunk(program: Program) -> int | None:
         if t.shape is None or None in t.shape:
             return None
         widest = max(widest, int(np.prod(t.shape)))
-    rows = max(1, min(4096, CHUNK_VALUES // max(widest, 1)))  # 1: a sample alone is MBs
+    values = max(CHUNK_VALUES, narrow // WIDENED_SHARE)  # narrow: see WIDENED_SHARE
+    rows = max(1, min(4096, values // max(widest, 1)))  # 1: a sample alone is MBs
     return 1 << (rows.bit_length() - 1)  # a power of two: easy to read in the generated file
 
 
@@ -485,7 +519,7 @@ def _predict_section(program: Program, chain: DenseChain | None, module: _Module
         return lines + ["", ""]
     if n_in == 1:
         w(f"    x0, batched = {as_batch[0]}(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
-        rows = row_chunk(program)
+        rows = row_chunk(program, narrow_values(program, module.weight_dtype))
         if rows is not None:  # every op row-wise: a large batch in chunks, intermediates stay small
             w(f"    if len(x0) > {rows}:")
             w(f"        return np.concatenate([predict(x0[i : i + {rows}]) for i in range(0, len(x0), {rows})])")
@@ -932,7 +966,9 @@ def _step_hint(step: Any, module: _Module) -> str:
 def _rows_function(chain: DenseChain, module: _Module) -> list:
     """`_predict_rows(x0)`: a batch of a Dense chain, in chunks of rows through per-thread workspaces."""
     module.need(runtime.row_workspaces)
-    rows = chain.chunk_rows(CHUNK_FLOATS)
+    narrow = sum(s.kernel.array.size for s in chain.steps if s.kernel.array.size * 2 >= NARROW_BYTES)
+    narrow = narrow if module.weight_dtype == "float16" else 0
+    rows = chain.chunk_rows(max(CHUNK_FLOATS, narrow // WIDENED_SHARE))  # see WIDENED_SHARE
     hidden = [int(step.kernel.array.shape[1]) for step in chain.steps[:-1]]
     spaces = ", ".join(f"r{k + 1}" for k in range(len(hidden))) + ("," if len(hidden) == 1 else "")
     units = int(chain.steps[-1].kernel.array.shape[1])

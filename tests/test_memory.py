@@ -169,3 +169,20 @@ def test_a_float16_file_imports_in_about_half_the_memory(tmp_path, monkeypatch):
             tracemalloc.stop()
     # float32: its 50 MB of arrays and ~4 MB of reading buffers; float16: half the arrays (read in place).
     assert peaks["float16"] < 0.6 * peaks["float32"], peaks
+
+
+def test_a_float16_file_runs_a_large_batch_in_larger_chunks(tmp_path, monkeypatch):
+    # Its large weights are widened once per chunk: chunks of at least 1/WIDENED_SHARE of their values.
+    monkeypatch.setattr(codegen, "WIDENED_SHARE", 2)  # a small model shows it: 4.7 M / 2 / 2304 -> 1,024 rows
+    model = tmp_path / "dense.h5"
+    write_dense_model(model, (64, 2048, 2304, 10))  # 4.7 M values in one kernel (9.4 MB as float16)
+    texts = {}
+    for weights in ("float32", "float16"):
+        konverter.konvert(model, tmp_path / f"{weights}.py", options={"weights": weights})
+        texts[weights] = (tmp_path / f"{weights}.py").read_text()
+    rows = {w: int(t.split("# A batch, ")[1].split(" rows")[0]) for w, t in texts.items()}
+    assert rows == {"float32": 256, "float16": 1024}  # float32: 2**19 floats / 2304 widest
+    narrow = import_file(tmp_path / "float16.py")
+    wide = convert(model, tmp_path / "wide.py", narrow_bytes=1 << 40)  # float16 weights widened at import
+    x = np.random.default_rng(3).normal(size=(2100, 64)).astype(np.float32)
+    np.testing.assert_allclose(narrow.predict(x), wide.predict(x), rtol=1e-6, atol=1e-6)
