@@ -109,9 +109,11 @@ def narrow_values(program: Program, weight_dtype: str) -> int:
     sizes: dict[int, int] = {}
 
     def visit(value: Any) -> None:
-        if isinstance(value, Const):
+        if isinstance(value, ConstView):  # a Dense chain's kernel or bias rows: its augmented kernel
+            visit(value.base)
+        elif isinstance(value, Const):
             a = value.array
-            if a.dtype.kind == "f" and a.size * 2 >= NARROW_BYTES:
+            if a.dtype.kind == "f" and a.size * 2 >= NARROW_BYTES:  # 2 bytes a value as float16
                 sizes[id(a)] = a.size
         elif isinstance(value, Derived):
             visit(value.args)
@@ -491,6 +493,7 @@ def _predict_section(program: Program, chain: DenseChain | None, module: _Module
     ]
     lines = [_section("predict: the model, layer by layer"), ""]
     w = lines.append
+    narrow = narrow_values(program, module.weight_dtype)
     if chain is not None:
         lines += ["_THREAD = threading.local()  # each thread gets its own work buffers", "", ""]
     params = "x" if n_in == 1 else "*inputs"
@@ -515,11 +518,11 @@ def _predict_section(program: Program, chain: DenseChain | None, module: _Module
         w("        return y if batched else y[0]")
         lines += quietly(["return _predict_rows(x0)"], "    ")
         lines += ["", ""]
-        lines += _rows_function(chain, module)
+        lines += _rows_function(chain, module, narrow)
         return lines + ["", ""]
     if n_in == 1:
         w(f"    x0, batched = {as_batch[0]}(x, INPUT_SHAPES[0], INPUT_DTYPES[0], INPUT_NAMES[0])")
-        rows = row_chunk(program, narrow_values(program, module.weight_dtype))
+        rows = row_chunk(program, narrow)
         if rows is not None:  # every op row-wise: a large batch in chunks, intermediates stay small
             w(f"    if len(x0) > {rows}:")
             w(f"        return np.concatenate([predict(x0[i : i + {rows}]) for i in range(0, len(x0), {rows})])")
@@ -963,12 +966,11 @@ def _step_hint(step: Any, module: _Module) -> str:
     return module.layer(step.keras) + ("_kernel_bias" if step.has_bias else "_kernel")
 
 
-def _rows_function(chain: DenseChain, module: _Module) -> list:
-    """`_predict_rows(x0)`: a batch of a Dense chain, in chunks of rows through per-thread workspaces."""
+def _rows_function(chain: DenseChain, module: _Module, narrow: int) -> list:
+    """`_predict_rows(x0)`: a batch of a Dense chain, in chunks of rows through per-thread workspaces.
+    `narrow`: narrow_values of the program (see WIDENED_SHARE)."""
     module.need(runtime.row_workspaces)
-    narrow = sum(s.kernel.array.size for s in chain.steps if s.kernel.array.size * 2 >= NARROW_BYTES)
-    narrow = narrow if module.weight_dtype == "float16" else 0
-    rows = chain.chunk_rows(max(CHUNK_FLOATS, narrow // WIDENED_SHARE))  # see WIDENED_SHARE
+    rows = chain.chunk_rows(max(CHUNK_FLOATS, narrow // WIDENED_SHARE))
     hidden = [int(step.kernel.array.shape[1]) for step in chain.steps[:-1]]
     spaces = ", ".join(f"r{k + 1}" for k in range(len(hidden))) + ("," if len(hidden) == 1 else "")
     units = int(chain.steps[-1].kernel.array.shape[1])

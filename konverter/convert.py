@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
 import hashlib
@@ -188,12 +189,21 @@ class _GeneratedSource(importlib.abc.SourceLoader):
         return self.source.encode("utf-8")
 
 
-def module_from_source(source: str, name: str) -> types.ModuleType:
-    """Import generated module text (ours, never text from a model file) as a fresh module, from memory."""
+def module_from_source(
+    source: str, name: str, tree: ast.Module | None = None, namespace: dict | None = None
+) -> types.ModuleType:
+    """Import generated module text (ours, never text from a model file) as a fresh module, from memory.
+
+    `tree`: that text parsed and changed by Konverter (profile's timers), run instead of the text, with
+    `namespace` added to the module first; the module still reads its weights from `source`."""
     loader = _GeneratedSource(source, f"<konverter: {name}>")
     spec = importlib.util.spec_from_loader(name, loader, origin=loader.filename)
     module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
+    if tree is None:
+        loader.exec_module(module)
+    else:
+        module.__dict__.update(namespace or {})
+        exec(compile(tree, loader.filename, "exec"), module.__dict__)  # Konverter's own text, changed by it
     return module
 
 

@@ -10,7 +10,6 @@ nothing of a model file becomes code (the timers are indexed by number).
 from __future__ import annotations
 
 import ast
-import importlib.util
 import math
 import os
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .convert import _GeneratedSource, generate_source, naming, require_regular_file
+from .convert import generate_source, module_from_source, naming, require_regular_file
 from .errors import UsageError
 
 
@@ -79,12 +78,8 @@ def profiled_module(source: str, name: str) -> tuple[types.ModuleType, list]:
     Times add up in `module._PROFILE`, one entry per label."""
     tree = ast.parse(source)
     labels = _timed_statements(tree, source.splitlines())
-    loader = _GeneratedSource(source, f"<konverter: {name}>")  # the module reads its weights from this text
-    spec = importlib.util.spec_from_loader(name, loader, origin=loader.filename)
-    module = importlib.util.module_from_spec(spec)
-    module.__dict__.update(_profile_clock=time.perf_counter, _PROFILE=[0.0] * len(labels))
-    exec(compile(tree, loader.filename, "exec"), module.__dict__)  # our own generated text, timers added
-    return module, labels
+    timers = {"_profile_clock": time.perf_counter, "_PROFILE": [0.0] * len(labels)}
+    return module_from_source(source, name, tree, timers), labels
 
 
 def sample_inputs(module: types.ModuleType, batch: int, seed: int = 0) -> list:

@@ -120,9 +120,10 @@ def keras_runner(model_path: Path) -> Callable:
 
 
 # ----------------------------------------------------------------------------- per-layer profile
-def profile_report(path: Path, x: np.ndarray, calls: int = 20, top: int = 15) -> list:
-    """Markdown: time per function and the slowest layers of `predict(x)` (konverter.profile's timers)."""
-    r = profile_source(path.read_text(encoding="utf-8"), path.name, calls=calls, inputs=[x])
+def profile_report(path: Path, x: Optional[np.ndarray], calls: int = 20, top: int = 15) -> list:
+    """Markdown: time per function and the slowest layers of `predict(x)` (konverter.profile's timers;
+    x None: one random sample)."""
+    r = profile_source(path.read_text(encoding="utf-8"), path.name, calls=calls, inputs=None if x is None else [x])
     inside = sum(t.seconds for t in r.layers)
     shape = "one image" if not r.batch else f"a batch of {r.batch}"
     rows = [
@@ -326,9 +327,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
     args = parser.parse_args()
     if args.profile_file is not None:
-        module = import_file(args.profile_file)
-        x = np.random.RandomState(0).uniform(-1, 1, module.INPUT_SHAPE[1:]).astype(np.float32)
-        print("\n".join(profile_report(args.profile_file, x, top=args.top)))
+        print("\n".join(profile_report(args.profile_file, None, top=args.top)))
         return
     args.cache.mkdir(parents=True, exist_ok=True)
     print("== building the models (a child process with Keras)", file=sys.stderr)

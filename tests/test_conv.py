@@ -694,7 +694,7 @@ def test_bias_and_relu_tiles_give_the_same_results(kind, channels_first, whole, 
     from konverter.layers import pooling
     from konverter.layers.base import Const, Derived, Op, Tensor
     from konverter.layers.conv import bias_tile, zeros_tile
-    from konverter.layers.pooling import pool_before_bias_relu, tile_conv_rows
+    from konverter.layers.pooling import pool_before_bias_relu, tile_bias_and_relu
 
     monkeypatch.setattr(pooling, "WHOLE_MAP_VALUES", 1000 if whole else 10)
 
@@ -719,7 +719,7 @@ def test_bias_and_relu_tiles_give_the_same_results(kind, channels_first, whole, 
         outputs = [t_pool]
         pool_before_bias_relu(ops, outputs)
     want = _run_ops(ops, {id(t_in): x})[id(outputs[0])]
-    tile_conv_rows(ops, outputs)
+    tile_bias_and_relu(ops, outputs)
     tiles = {a.fn: a.args for op in ops for a in (*op.args, *op.kwargs.values()) if isinstance(a, Derived)}
     spatial = (2, 3) if kind == "pooled" else size
     tile = spatial if whole else spatial[-1:]

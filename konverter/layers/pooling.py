@@ -305,7 +305,7 @@ def pool_before_bias_relu(ops: list, outputs: list) -> None:
         source.kwargs = {k: v for k, v in source.kwargs.items() if k != "relu"}
 
 
-def tile_conv_rows(ops: list, outputs: list) -> None:
+def tile_bias_and_relu(ops: list, outputs: list) -> None:
     """A convolution's bias (also one moved after a max pooling) and its ReLU get operands built at
     import: the bias repeated over an output row, or over the whole map when it is small (bias_tile),
     and zeros of that shape for ReLU (zeros_tile). Proves equal, bit for bit: the same additions and

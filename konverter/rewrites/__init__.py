@@ -21,7 +21,7 @@ from ..layers.conv import (
     plan_conv_windows,
     tile_depthwise_rows,
 )
-from ..layers.pooling import fuse_squeeze_excite, plan_pool_taps, pool_before_bias_relu, tile_conv_rows
+from ..layers.pooling import fuse_squeeze_excite, plan_pool_taps, pool_before_bias_relu, tile_bias_and_relu
 from .dense_chain import DenseChain, dense_chain
 from .fold_affine import fold_affine
 from .in_place import run_in_place
@@ -39,7 +39,7 @@ REWRITES: tuple[Rewrite, ...] = (
     plan_pool_taps,  # poolings of a known size: their taps' slices built at import
     plan_conv_windows,  # the other convolutions of a known size: their windows' geometry built at import
     tile_depthwise_rows,  # depthwise kernels laid out along an output row at import
-    tile_conv_rows,  # last: bias and ReLU zeros as rows or maps built at import (after every move of a bias)
+    tile_bias_and_relu,  # last: bias and ReLU zeros as rows or maps built at import (after every move of a bias)
     fold_affine,  # per-feature multiply-add next to a Dense: into its kernel and bias
     run_in_place,  # activations on fresh, private arrays: in place; Dense -> ReLU: one call
 )
